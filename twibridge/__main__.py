@@ -1,0 +1,3 @@
+from twibridge.cli import main
+
+main()

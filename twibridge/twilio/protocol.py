@@ -1,0 +1,459 @@
+"""Twilio Media Streams messages, sans-IO (in the manner of h11/wsproto).
+
+Every Media Streams frame is a JSON text frame.  This module turns text into
+small frozen event dataclasses and events back into text, for both roles:
+
+* the *bridge* role (our server): :func:`parse_from_twilio` reads what Twilio
+  sends (``connected``, ``start``, ``media``, ``dtmf``, ``mark``, ``stop``) and
+  :func:`build_media` / :func:`build_mark` / :func:`build_clear` write what
+  the bridge may send back;
+* the *Twilio* role (``simulate-call``): :func:`build_connected` and friends
+  write what Twilio would send, and :func:`parse_from_bridge` checks what a
+  bridge sends the way Twilio does (warnings 31950/31951).
+
+:class:`StreamState` checks event order (connected → start → media… → stop).
+
+Two error types, as in h11: :class:`RemoteProtocolError` means the peer sent
+something that breaks the protocol (log a warning, end that one call);
+:class:`LocalProtocolError` means *we* tried to do something illegal, which is
+a bug and deserves a traceback.
+
+Numbers that Twilio sends as JSON strings (``sequenceNumber``, ``chunk``,
+``timestamp``) are converted to ``int`` here, once, so nothing downstream
+ever compares a string with a number.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+#: μ-law 8 kHz: 8 bytes per millisecond, 160 bytes per 20 ms frame.
+BYTES_PER_MS = 8
+FRAME_MS = 20
+FRAME_BYTES = FRAME_MS * BYTES_PER_MS
+#: Hard cap on one inbound text frame.  A media frame is ~350 bytes; ``start``
+#: with custom parameters a few KiB.  Anything bigger is hostile or broken.
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
+class ProtocolError(Exception):
+    """Base class of Media Streams protocol errors."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something that breaks the Media Streams protocol.
+
+    Expected in the wild (bad proxies, fuzzers, bugs at the peer): the call
+    concerned logs a warning and ends; no traceback is owed.
+    """
+
+
+class LocalProtocolError(ProtocolError):
+    """We tried to send or accept something the protocol forbids: our bug."""
+
+
+# --------------------------------------------------------------------------
+# Events Twilio sends to the bridge
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    protocol: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    sequence_number: int
+    stream_sid: str
+    account_sid: str
+    call_sid: str
+    tracks: tuple[str, ...]
+    custom_parameters: Mapping[str, str]
+    encoding: str
+    sample_rate: int
+    channels: int
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    sequence_number: int
+    stream_sid: str
+    track: str
+    chunk: int
+    timestamp: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    sequence_number: int
+    stream_sid: str
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """Twilio's echo of a mark we sent: all audio queued before it has played."""
+
+    sequence_number: int
+    stream_sid: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    sequence_number: int
+    stream_sid: str
+    account_sid: str
+    call_sid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """An event name we do not know: logged and ignored, never fatal."""
+
+    event: str
+
+
+TwilioEvent = Connected | Start | Media | Dtmf | Mark | Stop | Unknown
+
+
+# --------------------------------------------------------------------------
+# Events the bridge sends to Twilio
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutMedia:
+    stream_sid: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutMark:
+    stream_sid: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutClear:
+    stream_sid: str
+
+
+BridgeEvent = OutMedia | OutMark | OutClear
+
+
+# --------------------------------------------------------------------------
+# Field helpers: every failure becomes one RemoteProtocolError with a reason
+# --------------------------------------------------------------------------
+
+
+def _obj(d: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = d.get(key)
+    if not isinstance(value, dict):
+        raise RemoteProtocolError(f"field {key!r} must be an object")
+    return value
+
+
+def _str(d: Mapping[str, Any], key: str, *, max_len: int = 256) -> str:
+    value = d.get(key)
+    if not isinstance(value, str):
+        raise RemoteProtocolError(f"field {key!r} must be a string")
+    if len(value) > max_len:
+        raise RemoteProtocolError(f"field {key!r} is too long ({len(value)} chars)")
+    return value
+
+
+def _intstr(d: Mapping[str, Any], key: str) -> int:
+    """Twilio sends counters as decimal strings; accept ints too, leniently."""
+    value = d.get(key)
+    if isinstance(value, bool):
+        raise RemoteProtocolError(f"field {key!r} must be a number, got a boolean")
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+        n = int(value)
+    else:
+        raise RemoteProtocolError(f"field {key!r} must be a decimal number string, got {value!r:.40}")
+    if n < 0:
+        raise RemoteProtocolError(f"field {key!r} must not be negative")
+    return n
+
+
+def _b64(value: str, key: str = "payload") -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise RemoteProtocolError(f"field {key!r} is not valid base64") from None
+
+
+def _load(text: str | bytes) -> dict[str, Any]:
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        raise RemoteProtocolError("binary frame: Media Streams frames are JSON text")
+    if len(text) > MAX_MESSAGE_BYTES:
+        raise RemoteProtocolError(f"message too large ({len(text)} chars, cap {MAX_MESSAGE_BYTES})")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise RemoteProtocolError("malformed JSON") from None
+    if not isinstance(data, dict):
+        raise RemoteProtocolError("message is not a JSON object")
+    return data
+
+
+# --------------------------------------------------------------------------
+# Bridge role: parse what Twilio sends, build what the bridge sends
+# --------------------------------------------------------------------------
+
+
+def parse_from_twilio(text: str | bytes) -> TwilioEvent:
+    """Parse one frame from Twilio.
+
+    Raises:
+        RemoteProtocolError: binary frame, bad JSON, missing or mistyped
+            fields, bad base64, or a media payload that is not whole μ-law.
+    """
+    d = _load(text)
+    event = d.get("event")
+    if not isinstance(event, str):
+        raise RemoteProtocolError("field 'event' must be a string")
+    if event == "media":
+        m = _obj(d, "media")
+        payload = _b64(_str(m, "payload", max_len=MAX_MESSAGE_BYTES))
+        if len(payload) != FRAME_BYTES:
+            # Twilio sends 20 ms frames of 160 bytes; anything else is not Twilio.
+            raise RemoteProtocolError(f"media payload must be {FRAME_BYTES} bytes, got {len(payload)}")
+        return Media(
+            sequence_number=_intstr(d, "sequenceNumber"),
+            stream_sid=_str(d, "streamSid"),
+            track=m.get("track", "inbound") if isinstance(m.get("track", "inbound"), str) else "inbound",
+            chunk=_intstr(m, "chunk"),
+            timestamp=_intstr(m, "timestamp"),
+            payload=payload,
+        )
+    if event == "mark":
+        return Mark(
+            sequence_number=_intstr(d, "sequenceNumber"),
+            stream_sid=_str(d, "streamSid"),
+            name=_str(_obj(d, "mark"), "name"),
+        )
+    if event == "start":
+        s = _obj(d, "start")
+        fmt = s.get("mediaFormat") or {}
+        if not isinstance(fmt, dict):
+            raise RemoteProtocolError("field 'mediaFormat' must be an object")
+        params = s.get("customParameters") or {}
+        if not isinstance(params, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in params.items()
+        ):
+            raise RemoteProtocolError("field 'customParameters' must map strings to strings")
+        tracks = s.get("tracks") or ["inbound"]
+        if not isinstance(tracks, list) or not all(isinstance(t, str) for t in tracks):
+            raise RemoteProtocolError("field 'tracks' must be a list of strings")
+        rate = fmt.get("sampleRate", 8000)
+        channels = fmt.get("channels", 1)
+        if not isinstance(rate, int) or not isinstance(channels, int):
+            raise RemoteProtocolError("mediaFormat sampleRate/channels must be numbers")
+        return Start(
+            sequence_number=_intstr(d, "sequenceNumber"),
+            stream_sid=_str(d, "streamSid"),
+            account_sid=_str(s, "accountSid"),
+            call_sid=_str(s, "callSid"),
+            tracks=tuple(tracks),
+            custom_parameters=dict(params),
+            encoding=str(fmt.get("encoding", "audio/x-mulaw")),
+            sample_rate=rate,
+            channels=channels,
+        )
+    if event == "connected":
+        return Connected(protocol=str(d.get("protocol", "")), version=str(d.get("version", "")))
+    if event == "dtmf":
+        digit = _str(_obj(d, "dtmf"), "digit", max_len=4)
+        return Dtmf(sequence_number=_intstr(d, "sequenceNumber"), stream_sid=_str(d, "streamSid"), digit=digit)
+    if event == "stop":
+        s = d.get("stop") if isinstance(d.get("stop"), dict) else {}
+        return Stop(
+            sequence_number=_intstr(d, "sequenceNumber"),
+            stream_sid=_str(d, "streamSid"),
+            account_sid=str(s.get("accountSid", "")),
+            call_sid=str(s.get("callSid", "")),
+        )
+    return Unknown(event=event[:64])
+
+
+def build_media(stream_sid: str, ulaw: bytes) -> str:
+    """Outbound audio.  An f-string template: ``json.dumps`` costs ~30× more
+    per frame and SIDs/base64 never need escaping (checked by the caller's
+    SID validation and base64's alphabet)."""
+    payload = base64.b64encode(ulaw).decode("ascii")
+    return f'{{"event":"media","streamSid":"{stream_sid}","media":{{"payload":"{payload}"}}}}'
+
+
+def build_mark(stream_sid: str, name: str) -> str:
+    return json.dumps({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}}, separators=(",", ":"))
+
+
+def build_clear(stream_sid: str) -> str:
+    return json.dumps({"event": "clear", "streamSid": stream_sid}, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------
+# Event order
+# --------------------------------------------------------------------------
+
+
+class Phase(enum.Enum):
+    AWAIT_CONNECTED = "await-connected"
+    AWAIT_START = "await-start"
+    STREAMING = "streaming"
+    STOPPED = "stopped"
+
+
+@dataclass
+class StreamState:
+    """Event order for one stream, as a tiny explicit state machine.
+
+    Rules: ``connected`` is optional but, when present, comes first;
+    ``start`` comes exactly once before any ``media``/``dtmf``/``mark``/
+    ``stop``; every later event carries the ``streamSid`` of ``start``;
+    nothing follows ``stop``.  Unknown events are allowed anywhere (Twilio
+    may add events; we log and ignore them).
+    """
+
+    phase: Phase = Phase.AWAIT_CONNECTED
+    stream_sid: str | None = None
+    events: int = field(default=0)
+
+    def receive(self, ev: TwilioEvent) -> TwilioEvent:
+        """Check ``ev`` against the order rules and advance; return it."""
+        self.events += 1
+        if isinstance(ev, Unknown):
+            return ev
+        if self.phase is Phase.STOPPED:
+            raise RemoteProtocolError(f"{type(ev).__name__.lower()} after stop")
+        if isinstance(ev, Connected):
+            if self.phase is not Phase.AWAIT_CONNECTED:
+                raise RemoteProtocolError("connected sent twice or after start")
+            self.phase = Phase.AWAIT_START
+            return ev
+        if isinstance(ev, Start):
+            if self.phase is Phase.STREAMING:
+                raise RemoteProtocolError("start sent twice")
+            if ev.encoding != "audio/x-mulaw" or ev.sample_rate != 8000 or ev.channels != 1:
+                raise RemoteProtocolError(
+                    f"unsupported media format {ev.encoding} {ev.sample_rate} Hz x{ev.channels}"
+                )
+            self.phase = Phase.STREAMING
+            self.stream_sid = ev.stream_sid
+            return ev
+        if self.phase is not Phase.STREAMING:
+            raise RemoteProtocolError(f"{type(ev).__name__.lower()} before start")
+        sid = getattr(ev, "stream_sid", None)
+        if sid != self.stream_sid:
+            raise RemoteProtocolError(f"streamSid {sid!r:.40} does not match the stream's")
+        if isinstance(ev, Stop):
+            self.phase = Phase.STOPPED
+        return ev
+
+
+# --------------------------------------------------------------------------
+# Twilio role (the simulator): build what Twilio sends, check what a bridge sends
+# --------------------------------------------------------------------------
+
+
+def _dumps(obj: Mapping[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def build_connected() -> str:
+    return _dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+
+
+def build_start(
+    seq: int, stream_sid: str, account_sid: str, call_sid: str, custom_parameters: Mapping[str, str]
+) -> str:
+    return _dumps(
+        {
+            "event": "start",
+            "sequenceNumber": str(seq),
+            "streamSid": stream_sid,
+            "start": {
+                "accountSid": account_sid,
+                "streamSid": stream_sid,
+                "callSid": call_sid,
+                "tracks": ["inbound"],
+                "customParameters": dict(custom_parameters),
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        }
+    )
+
+
+def build_inbound_media(seq: int, stream_sid: str, chunk: int, timestamp_ms: int, ulaw: bytes) -> str:
+    payload = base64.b64encode(ulaw).decode("ascii")
+    return (
+        f'{{"event":"media","sequenceNumber":"{seq}","streamSid":"{stream_sid}",'
+        f'"media":{{"track":"inbound","chunk":"{chunk}","timestamp":"{timestamp_ms}","payload":"{payload}"}}}}'
+    )
+
+
+def build_dtmf(seq: int, stream_sid: str, digit: str) -> str:
+    return _dumps(
+        {"event": "dtmf", "sequenceNumber": str(seq), "streamSid": stream_sid,
+         "dtmf": {"track": "inbound_track", "digit": digit}}
+    )
+
+
+def build_mark_echo(seq: int, stream_sid: str, name: str) -> str:
+    return _dumps({"event": "mark", "sequenceNumber": str(seq), "streamSid": stream_sid, "mark": {"name": name}})
+
+
+def build_stop(seq: int, stream_sid: str, account_sid: str, call_sid: str) -> str:
+    return _dumps(
+        {"event": "stop", "sequenceNumber": str(seq), "streamSid": stream_sid,
+         "stop": {"accountSid": account_sid, "callSid": call_sid}}
+    )
+
+
+def parse_from_bridge(text: str | bytes, stream_sid: str) -> BridgeEvent:
+    """Check a bridge's frame as Twilio does.
+
+    Raises:
+        RemoteProtocolError: with Twilio's debugger code in the message —
+            31950 for a binary frame, 31951 for bad JSON, an unknown event,
+            missing/extra fields or a wrong ``streamSid``.
+    """
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        raise RemoteProtocolError("31950: binary frame (Media Streams accepts JSON text only)")
+    try:
+        d = _load(text)
+    except RemoteProtocolError as exc:
+        raise RemoteProtocolError(f"31951: {exc}") from None
+    event = d.get("event")
+    allowed = {"media": {"event", "streamSid", "media"}, "mark": {"event", "streamSid", "mark"},
+               "clear": {"event", "streamSid"}}
+    if event not in allowed:
+        raise RemoteProtocolError(f"31951: unsupported event {event!r:.40}")
+    extra = set(d) - allowed[event]
+    if extra:
+        raise RemoteProtocolError(f"31951: unexpected fields {sorted(extra)} in {event}")
+    if d.get("streamSid") != stream_sid:
+        raise RemoteProtocolError(f"31951: wrong streamSid {d.get('streamSid')!r:.40}")
+    try:
+        if event == "media":
+            m = _obj(d, "media")
+            if set(m) != {"payload"}:
+                raise RemoteProtocolError(f"outbound media must carry only 'payload', got {sorted(m)}")
+            return OutMedia(stream_sid, _b64(_str(m, "payload", max_len=1 << 22)))
+        if event == "mark":
+            return OutMark(stream_sid, _str(_obj(d, "mark"), "name"))
+    except RemoteProtocolError as exc:
+        raise RemoteProtocolError(f"31951: {exc}") from None
+    return OutClear(stream_sid)
