@@ -1,0 +1,344 @@
+"""Configuration: TOML file, then ``TWIBRIDGE_<SECTION>_<KEY>`` env overrides.
+
+Validation is pydantic's (typer already depends on it); this module only adds
+what users need around it: one readable line per problem naming the dotted
+key (``server.port: expected an integer 1-65535, got 'abc'``), unknown keys
+rejected (a typo must not pass silently), and secrets held as ``SecretStr`` so
+no repr, log line or traceback can show them.
+
+Search order for ``serve`` without ``--config``: ``./twibridge.toml``, then
+``/etc/twibridge/twibridge.toml``, else built-in defaults (echo agent on
+127.0.0.1:8080).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+ENV_PREFIX = "TWIBRIDGE_"
+DEFAULT_PATHS = (Path("twibridge.toml"), Path("/etc/twibridge/twibridge.toml"))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    public_url: str = ""
+    max_calls: int = Field(200, ge=1, le=100_000)
+    drain_timeout_s: float = Field(30.0, ge=0, le=3600)
+    metrics_token: SecretStr = SecretStr("")
+    max_message_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
+    workers: int = Field(1, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _check_public_url(self) -> ServerConfig:
+        url = self.public_url
+        if url and not (url.startswith("https://") or url.startswith("http://")):
+            raise ValueError(f"server.public_url: expected an http(s):// URL, got {url!r}")
+        if "?" in url or "#" in url:
+            raise ValueError("server.public_url: must not contain a query string or fragment")
+        return self
+
+
+class TwilioConfig(_Section):
+    account_sid: str = ""
+    auth_token: SecretStr = SecretStr("")
+    validate_signatures: bool = True
+    api_base_url: str = "https://api.twilio.com"
+    rest_timeout_s: float = Field(10.0, gt=0, le=120)
+    from_number: str = ""
+
+
+class EchoAgentConfig(_Section):
+    max_utterance_s: float = Field(30.0, gt=0, le=600)
+
+
+class VapiAgentConfig(_Section):
+    api_key: SecretStr = SecretStr("")
+    assistant_id: str = ""
+    assistant: dict[str, Any] = Field(default_factory=dict)
+    base_url: str = "https://api.vapi.ai"
+
+
+class OpenAIAgentConfig(_Section):
+    api_key: SecretStr = SecretStr("")
+    model: str = "gpt-realtime"
+    voice: str = "marin"
+    instructions: str = "You are a helpful, concise customer-support agent on a phone call."
+    url: str = "wss://api.openai.com/v1/realtime"
+
+
+class WebsocketAgentConfig(_Section):
+    url: str = ""
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+
+
+class AgentConfig(_Section):
+    provider: Literal["echo", "vapi", "openai", "websocket"] = "echo"
+    connect_timeout_s: float = Field(10.0, gt=0, le=120)
+    reconnect_attempts: int = Field(3, ge=0, le=20)
+    reconnect_backoff_s: float = Field(0.5, gt=0, le=60)
+    reconnect_backoff_max_s: float = Field(8.0, gt=0, le=600)
+    connect_buffer_ms: int = Field(5000, ge=0, le=60_000)
+    echo: EchoAgentConfig = EchoAgentConfig()
+    vapi: VapiAgentConfig = VapiAgentConfig()
+    openai: OpenAIAgentConfig = OpenAIAgentConfig()
+    websocket: WebsocketAgentConfig = WebsocketAgentConfig()
+
+    @model_validator(mode="after")
+    def _check_provider(self) -> AgentConfig:
+        if self.provider == "openai" and not self.openai.api_key.get_secret_value():
+            raise ValueError("agent.openai.api_key: required when agent.provider = 'openai'")
+        if self.provider == "vapi":
+            if not self.vapi.api_key.get_secret_value():
+                raise ValueError("agent.vapi.api_key: required when agent.provider = 'vapi'")
+            if not (self.vapi.assistant_id or self.vapi.assistant):
+                raise ValueError("agent.vapi.assistant_id: set it (or an inline [agent.vapi.assistant])")
+        if self.provider == "websocket" and not self.websocket.url:
+            raise ValueError("agent.websocket.url: required when agent.provider = 'websocket'")
+        if self.reconnect_backoff_max_s < self.reconnect_backoff_s:
+            raise ValueError("agent.reconnect_backoff_max_s: must be >= reconnect_backoff_s")
+        return self
+
+
+class CallsConfig(_Section):
+    max_duration_s: float = Field(3600.0, gt=0, le=4 * 3600)
+    idle_timeout_s: float = Field(65.0, gt=0, le=3600)
+    inbound_queue_frames: int = Field(250, ge=10, le=10_000)
+    agent_queue_events: int = Field(500, ge=10, le=100_000)
+    teardown_timeout_s: float = Field(2.0, gt=0, le=60)
+
+
+class TurnsConfig(_Section):
+    vad_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    debounce_ms: int = Field(300, ge=0, le=5000)
+    end_of_turn_ms: int = Field(500, ge=20, le=10_000)
+    barge_in: Literal["provider", "local", "both"] = "both"
+    jitter_window_ms: int = Field(60, ge=0, le=1000)
+    outbound_lead_ms: int = Field(200, ge=20, le=5000)
+    chunk_ms: int = Field(100, ge=20, le=1000)
+    echo_margin_db: float = Field(6.0, ge=0, le=60)
+
+
+class FallbackConfig(_Section):
+    say: str = "Sorry, we cannot take your call right now. Please try again later."
+    dial: str = ""
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class StateConfig(_Section):
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    history_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    record_ttl_s: int = Field(30, ge=5, le=3600)
+    timeout_s: float = Field(1.0, gt=0, le=30)
+
+
+class Config(_Section):
+    server: ServerConfig = ServerConfig()
+    twilio: TwilioConfig = TwilioConfig()
+    agent: AgentConfig = AgentConfig()
+    calls: CallsConfig = CallsConfig()
+    turns: TurnsConfig = TurnsConfig()
+    fallback: FallbackConfig = FallbackConfig()
+    log: LogConfig = LogConfig()
+    state: StateConfig = StateConfig()
+
+    def secrets(self) -> list[str]:
+        """Every secret value set, so the log layer can scrub them anywhere."""
+        found = [
+            self.twilio.auth_token, self.server.metrics_token, self.agent.vapi.api_key,
+            self.agent.openai.api_key, *self.agent.websocket.headers.values(),
+        ]
+        if "@" in self.state.redis_url.get_secret_value():  # a URL with a password in it
+            found.append(self.state.redis_url)
+        return [s.get_secret_value() for s in found if len(s.get_secret_value()) >= 6]
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; ``problems`` holds one line per key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# --------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------
+
+
+def default_config_path() -> Path | None:
+    for p in DEFAULT_PATHS:
+        if p.is_file():
+            return p
+    return None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+
+
+def _env_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
+    """Map every leaf key to its env name: agent.openai.api_key → TWIBRIDGE_AGENT_OPENAI_API_KEY."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name, field in model.model_fields.items():
+        path = (*prefix, name)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.update(_env_paths(ann, path))
+        else:
+            out[ENV_PREFIX + "_".join(path).upper()] = path
+    return out
+
+
+ENV_NAMES = _env_paths(Config)
+
+
+def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Overlay ``TWIBRIDGE_*`` variables onto the parsed TOML (env wins).
+
+    Tables (e.g. ``agent.websocket.headers``) take a JSON object.  Unknown
+    ``TWIBRIDGE_*`` names are errors, like unknown keys in the file.
+    """
+    problems = []
+    for env, value in environ.items():
+        if not env.startswith(ENV_PREFIX):
+            continue
+        path = ENV_NAMES.get(env)
+        if path is None:
+            problems.append(f"{env}: unknown environment variable (no such config key)")
+            continue
+        parsed: Any = value
+        if path[-1] in ("headers", "assistant"):
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                problems.append(f"{env}: expected a JSON object")
+                continue
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = parsed
+    if problems:
+        raise ConfigError(problems)
+    return data
+
+
+def _describe(err: Mapping[str, Any], model: type[BaseModel]) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    kind = err["type"]
+    got = err.get("input")
+    if kind == "extra_forbidden":
+        return f"{loc}: unknown key"
+    if kind == "value_error":
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        return msg if ":" in msg.split(" ")[0] else (f"{loc}: {msg}" if loc else msg)
+    field = _field_for(model, err["loc"])
+    bounds = _bounds(field) if field is not None else ""
+    bounded = kind in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}
+    if kind.startswith("int_") or (bounded and field is not None and field.annotation is int):
+        return f"{loc}: expected an integer{bounds}, got {got!r}"
+    if kind.startswith("float_") or bounded:
+        return f"{loc}: expected a number{bounds}, got {got!r}"
+    if kind.startswith("bool_"):
+        return f"{loc}: expected true or false, got {got!r}"
+    if kind == "literal_error":
+        return f"{loc}: expected {err.get('ctx', {}).get('expected', 'one of the allowed values')}, got {got!r}"
+    if kind in {"string_type", "dict_type", "model_type"}:
+        want = {"string_type": "a string", "dict_type": "a table", "model_type": "a table"}[kind]
+        return f"{loc}: expected {want}, got {got!r}"
+    return f"{loc}: {err['msg']}, got {got!r}"
+
+
+def _field_for(model: type[BaseModel], loc: tuple[Any, ...]) -> Any:
+    node: Any = model
+    info = None
+    for part in loc:
+        if not (isinstance(node, type) and issubclass(node, BaseModel)) or part not in node.model_fields:
+            return None
+        info = node.model_fields[part]
+        node = info.annotation
+    return info
+
+
+def _bounds(info: Any) -> str:
+    lo = hi = None
+    for m in getattr(info, "metadata", []):
+        lo = getattr(m, "ge", None) if getattr(m, "ge", None) is not None else lo
+        lo = getattr(m, "gt", None) if getattr(m, "gt", None) is not None else lo
+        hi = getattr(m, "le", None) if getattr(m, "le", None) is not None else hi
+        hi = getattr(m, "lt", None) if getattr(m, "lt", None) is not None else hi
+    if lo is not None and hi is not None:
+        return f" {lo}-{hi}"
+    if lo is not None:
+        return f" >= {lo}"
+    if hi is not None:
+        return f" <= {hi}"
+    return ""
+
+
+def build_config(data: Mapping[str, Any]) -> Config:
+    """Validate a parsed mapping; raise :class:`ConfigError` listing every problem."""
+    try:
+        return Config.model_validate(dict(data))
+    except ValidationError as exc:
+        problems = [_describe(e, Config) for e in exc.errors()]
+        raise ConfigError(sorted(dict.fromkeys(problems))) from None
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load ``path`` (or built-in defaults when None) and apply env overrides."""
+    data = read_toml(path) if path is not None else {}
+    data = apply_env(data, os.environ if environ is None else environ)
+    return build_config(data)
+
+
+def with_overrides(config: Config, **sections: Mapping[str, Any]) -> Config:
+    """A copy of ``config`` with some keys replaced, validated again.
+
+    Used by ``simulate-call`` and tests (e.g. port 0, a generated token).
+    """
+    data = config.model_dump()
+    for section, values in sections.items():
+        node = data[section]
+        for key, value in values.items():
+            node[key] = value
+    # SecretStr dumps as SecretStr; model_validate accepts it back.
+    return build_config(data)
+
+
+def serve_problems(config: Config) -> list[str]:
+    """Problems that make ``serve`` refuse to start though the file is valid."""
+    if config.twilio.validate_signatures and not config.twilio.auth_token.get_secret_value():
+        return [
+            "twilio.auth_token: empty while twilio.validate_signatures = true; set it (or env "
+            "TWIBRIDGE_TWILIO_AUTH_TOKEN). Never accept unsigned traffic in production; for local "
+            "development only, set validate_signatures = false."
+        ]
+    return []
