@@ -1,0 +1,115 @@
+"""Inbound jitter handling, sans-IO: order, de-duplicate and gap-fill frames.
+
+One TCP socket cannot reorder, but proxies, fuzzers and a future transport
+can, and Twilio skips silent frames on some calls (``timestamp`` jumps).  The
+agent's VAD and our own turn clock need a continuous 8 kHz stream, so:
+
+* frames are released in ``sequenceNumber`` order;
+* a frame may arrive up to ``window_ms`` late (held back that long);
+  later than that, or a duplicate, it is dropped and counted;
+* a jump in ``timestamp`` is filled with μ-law silence (0xFF), so the audio
+  clock (bytes / 8) always equals the media timestamp.
+
+Everything is bounded: the reorder buffer holds at most ``window_ms / 20 + 1``
+frames.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from twibridge.twilio.protocol import BYTES_PER_MS, FRAME_BYTES, FRAME_MS
+
+SILENCE = b"\xff"
+#: Never invent more than this much silence for one gap: a timestamp jump
+#: beyond it is a broken peer, not a quiet caller.
+MAX_GAP_FILL_MS = 10_000
+
+
+@dataclass
+class JitterStats:
+    reordered: int = 0
+    duplicates: int = 0
+    late_dropped: int = 0
+    gaps_filled: int = 0
+    gap_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """Audio released downstream: ``t_ms`` is its start in stream time."""
+
+    t_ms: int
+    payload: bytes
+
+
+class JitterBuffer:
+    """Reorder/de-duplicate/gap-fill for one inbound stream."""
+
+    def __init__(self, window_ms: int = 60) -> None:
+        self.window_frames = window_ms // FRAME_MS
+        self.stats = JitterStats()
+        self._next_seq: int | None = None
+        self._clock_ms = 0  # audio time of the next byte released
+        self._held: dict[int, tuple[int, bytes]] = {}
+        self._skipped: deque[int] = deque(maxlen=64)  # recent numbers given up on
+
+    @property
+    def depth(self) -> int:
+        """Frames held back waiting for a missing one (bounded by the window)."""
+        return len(self._held)
+
+    @property
+    def clock_ms(self) -> int:
+        return self._clock_ms
+
+    def push(self, seq: int, timestamp_ms: int, payload: bytes) -> list[Frame]:
+        """Accept one media frame; return the frames now ready, in order."""
+        if self._next_seq is None:
+            self._next_seq, self._clock_ms = seq, timestamp_ms
+        if seq < self._next_seq:
+            if seq in self._skipped:
+                self._skipped.remove(seq)
+                self.stats.late_dropped += 1
+            else:
+                self.stats.duplicates += 1
+            return []
+        if seq in self._held:
+            self.stats.duplicates += 1
+            return []
+        if self._held and seq < max(self._held):
+            self.stats.reordered += 1
+        self._held[seq] = (timestamp_ms, payload)
+        out = self._release_in_order()
+        while len(self._held) > self.window_frames:
+            # The missing frame is later than the window allows: give up on it.
+            first = min(self._held)
+            self._skipped.extend(range(self._next_seq, first))
+            self._next_seq = first
+            out += self._release_in_order()
+        return out
+
+    def _release_in_order(self) -> list[Frame]:
+        out: list[Frame] = []
+        while self._next_seq in self._held:
+            ts, payload = self._held.pop(self._next_seq)
+            self._next_seq += 1
+            out += self._emit(ts, payload)
+        return out
+
+    def _emit(self, ts: int, payload: bytes) -> list[Frame]:
+        out: list[Frame] = []
+        gap = ts - self._clock_ms
+        if gap >= FRAME_MS:
+            fill = min(gap, MAX_GAP_FILL_MS)
+            fill -= fill % FRAME_MS
+            self.stats.gaps_filled += 1
+            self.stats.gap_ms += fill
+            out.extend(Frame(t, SILENCE * FRAME_BYTES) for t in range(self._clock_ms, self._clock_ms + fill, FRAME_MS))
+            self._clock_ms += fill
+        # A timestamp behind the clock (jitter of a few ms, or a peer's
+        # reset) is ignored: the audio clock stays monotonic and continuous.
+        out.append(Frame(self._clock_ms, payload))
+        self._clock_ms += len(payload) // BYTES_PER_MS
+        return out
