@@ -1,0 +1,143 @@
+"""Shared test support: configs, a real server on 127.0.0.1 port 0, a lean Twilio leg.
+
+One place for the helpers every integration test needs (style.md: never
+copied per file).  The full-fidelity Twilio emulation is ``twibridge.simulate``;
+this lean leg exists to send *bad* traffic the simulator never would.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Mapping
+
+import httpx
+import trio
+from trio_websocket import WebSocketConnection
+
+from twibridge.audio.g711 import pcm16_to_ulaw
+from twibridge.config import Config, build_config
+from twibridge.runtime import Runtime
+from twibridge.server import make_runtime, running_server
+from twibridge.twilio import protocol as tw
+from twibridge.twilio.signature import SignatureChecker
+from twibridge.wsclient import connect_ws
+
+TOKEN = "test-auth-token-0123456789abcdef"
+ACCOUNT_SID = "AC" + "0" * 32
+
+
+def make_config(**sections: Mapping[str, Any]) -> Config:
+    data: dict[str, Any] = {"twilio": {"auth_token": TOKEN, "account_sid": ACCOUNT_SID},
+                            "log": {"level": "debug"}}
+    for name, values in sections.items():
+        node = data.setdefault(name, {})
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(node.get(key), dict):
+                node[key].update(value)
+            else:
+                node[key] = value
+    return build_config(data)
+
+
+@asynccontextmanager
+async def bridge(config: Config | None = None, rt: Runtime | None = None) -> AsyncIterator[tuple[str, Runtime]]:
+    """The real app under Hypercorn on 127.0.0.1, port 0."""
+    config = config or make_config()
+    rt = rt or make_runtime(config)
+    async with running_server(config, rt=rt) as url:
+        yield url, rt
+
+
+def sid(prefix: str, n: int) -> str:
+    return f"{prefix}{n:032x}"
+
+
+async def post_signed(url: str, path: str, form: Mapping[str, str], token: str = TOKEN,
+                      signature: str | None = None, signed_as: str | None = None) -> httpx.Response:
+    """POST a form the way Twilio does (signature over the URL it requested)."""
+    full = url + path
+    sig = signature if signature is not None else SignatureChecker(token).sign(signed_as or full, dict(form))
+    async with httpx.AsyncClient(timeout=10) as client:
+        return await client.post(full, data=dict(form), headers={"X-Twilio-Signature": sig} if sig else {})
+
+
+def ws_url(url: str) -> str:
+    return "ws://" + url.removeprefix("http://") + "/media-stream"
+
+
+@asynccontextmanager
+async def media_socket(url: str, token: str = TOKEN, signature: str | None = None,
+                       signed_as: str | None = None) -> AsyncIterator[WebSocketConnection]:
+    """Open ``/media-stream`` with Twilio's upgrade signature (or the one given)."""
+    target = ws_url(url)
+    sig = signature if signature is not None else SignatureChecker(token).sign(signed_as or target, {})
+    async with connect_ws(target, {"X-Twilio-Signature": sig} if sig else {}) as ws:
+        yield ws
+
+
+class Leg:
+    """A lean Twilio side of one stream: sends events, collects what comes back."""
+
+    def __init__(self, ws: WebSocketConnection, n: int = 1) -> None:
+        self.ws = ws
+        self.call_sid, self.stream_sid = sid("CA", n), sid("MZ", n)
+        self.seq = 0
+        self.chunk = 0
+        self.received: list[tw.BridgeEvent] = []
+        self.audio = bytearray()
+
+    def _next(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    async def start(self, params: Mapping[str, str] | None = None) -> None:
+        await self.ws.send_message(tw.build_connected())
+        await self.ws.send_message(tw.build_start(self._next(), self.stream_sid, ACCOUNT_SID, self.call_sid,
+                                                  params or {"CallSid": self.call_sid}))
+
+    async def media(self, frame: bytes) -> None:
+        self.chunk += 1
+        await self.ws.send_message(tw.build_inbound_media(self._next(), self.stream_sid, self.chunk,
+                                                          (self.chunk - 1) * 20, frame))
+
+    async def stop(self) -> None:
+        await self.ws.send_message(tw.build_stop(self._next(), self.stream_sid, ACCOUNT_SID, self.call_sid))
+
+    async def collect(self, until_ms_of_audio: int | None = None, idle_s: float = 1.5) -> None:
+        """Read until ``until_ms_of_audio`` received or nothing arrives for ``idle_s``;
+        echo marks back like Twilio would (at once: we do not emulate playback here)."""
+        while until_ms_of_audio is None or len(self.audio) < until_ms_of_audio * 8:
+            with trio.move_on_after(idle_s) as cs:
+                msg = await self.ws.get_message()
+            if cs.cancelled_caught:
+                return
+            ev = tw.parse_from_bridge(msg, self.stream_sid)
+            self.received.append(ev)
+            if isinstance(ev, tw.OutMedia):
+                self.audio += ev.payload
+            elif isinstance(ev, tw.OutMark):
+                await self.ws.send_message(tw.build_mark_echo(self._next(), self.stream_sid, ev.name))
+
+
+def tone(ms: int, freq: float = 440.0, amp: float = 0.3, rate: int = 8000) -> bytes:
+    """A sine as μ-law (speech-loud at amp 0.3 ≈ -13 dBFS)."""
+    n = rate * ms // 1000
+    pcm = struct.pack(f"<{n}h", *(int(amp * 32767 * math.sin(2 * math.pi * freq * i / rate)) for i in range(n)))
+    return pcm16_to_ulaw(pcm)
+
+
+def silence(ms: int) -> bytes:
+    return b"\xff" * (8 * ms)
+
+
+def frames(audio: bytes) -> list[bytes]:
+    return [audio[i:i + 160] for i in range(0, len(audio) - 159, 160)]
+
+
+async def wait_until(predicate: Any, timeout: float = 5.0, changed: Any = None) -> None:
+    """Wait (bounded) for a condition, polling on a short period only as a last resort."""
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.01)
