@@ -1,0 +1,28 @@
+"""Agent providers behind one small interface (see :mod:`twibridge.agents.base`).
+
+Adding a provider is one new module with a class implementing
+``AgentProvider`` plus one line in :data:`PROVIDERS`.  Modules are imported
+lazily so ``twibridge --help`` and the echo agent never pay for the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from twibridge.agents.base import AgentProvider
+from twibridge.config import Config
+
+#: provider name → "module:Class"
+PROVIDERS: dict[str, str] = {
+    "echo": "twibridge.agents.echo:EchoProvider",
+    "openai": "twibridge.agents.openai:OpenAIProvider",
+    "vapi": "twibridge.agents.vapi:VapiProvider",
+    "websocket": "twibridge.agents.websocket:WebsocketProvider",
+}
+
+
+def make_provider(config: Config) -> AgentProvider:
+    module_name, _, cls_name = PROVIDERS[config.agent.provider].partition(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    provider: AgentProvider = cls(config)
+    return provider

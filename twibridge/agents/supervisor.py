@@ -1,0 +1,148 @@
+"""Keeps one call's agent connection alive: connect, buffer, reconnect, give up.
+
+Provider-independent, so every provider gets the same behaviour:
+
+* connect under ``[agent] connect_timeout_s``;
+* caller audio that arrives while (re)connecting is buffered, bounded by
+  ``connect_buffer_ms``: beyond it the oldest frames are dropped and counted
+  (the caller's latest words matter most), then flushed on connect;
+* a dropped provider is reconnected with exponential backoff and full
+  jitter, up to ``reconnect_attempts`` times in a row, keeping the call up;
+* when it cannot (or the provider refuses outright, :class:`AgentFailed`),
+  :meth:`run` raises :class:`AgentFailed` and the call plays the fallback.
+
+The inbound audio path never waits on the provider: :meth:`push_audio` is
+synchronous and only appends to the bounded buffer.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from typing import Awaitable, Callable
+
+import trio
+
+from twibridge.agents.base import (
+    AgentDisconnected, AgentEvent, AgentFailed, AgentProvider, AgentSession, CallInfo,
+)
+from twibridge.config import AgentConfig
+from twibridge.logs import get_logger
+
+log = get_logger("twibridge.agent")
+
+
+class AgentSupervisor:
+    def __init__(
+        self,
+        provider: AgentProvider,
+        call: CallInfo,
+        config: AgentConfig,
+        on_event: Callable[[AgentEvent], Awaitable[None]],
+    ) -> None:
+        self.provider = provider
+        self.call = call
+        self.config = config
+        self.on_event = on_event
+        self.session: AgentSession | None = None
+        self._audio: deque[bytes] = deque(maxlen=max(1, config.connect_buffer_ms // 20))
+        self._audio_ready = trio.Event()
+        self.dropped_frames = 0
+        self.reconnects = 0
+        self.connected = trio.Event()
+
+    # -- called by the call's inbound path ---------------------------------
+
+    def push_audio(self, frame: bytes) -> None:
+        """Queue one caller frame for the agent; never blocks."""
+        if len(self._audio) == self._audio.maxlen:
+            self.dropped_frames += 1
+        self._audio.append(frame)
+        self._audio_ready.set()
+
+    async def send_dtmf(self, digit: str) -> None:
+        if self.session is not None:
+            with trio.move_on_after(self.config.connect_timeout_s):
+                await self._guard(self.session.send_dtmf(digit))
+
+    async def interrupt(self, item_id: str | None, heard_ms: int) -> None:
+        if self.session is not None:
+            with trio.move_on_after(self.config.connect_timeout_s):
+                await self._guard(self.session.interrupt(item_id, heard_ms))
+
+    async def mark_played(self, item_id: str, played_ms: int) -> None:
+        if self.session is not None:
+            await self._guard(self.session.mark_played(item_id, played_ms))
+
+    async def _guard(self, aw: Awaitable[None]) -> None:
+        try:
+            await aw
+        except AgentDisconnected:
+            pass  # the receive loop notices and reconnects
+
+    # -- the supervisor task -------------------------------------------------
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until the call ends (cancelled) or the agent is beyond saving.
+
+        Raises:
+            AgentFailed: connecting failed ``reconnect_attempts + 1`` times in
+                a row, or the provider refused the call.
+        """
+        task_status.started()
+        failures = 0
+        while True:
+            try:
+                await self._one_connection()
+                failures = 0  # the provider ended cleanly: reconnect at once
+                log.info("agent.ended", provider=self.provider.name)
+            except AgentDisconnected as exc:
+                failures += 1
+                log.warning("agent.disconnected", provider=self.provider.name, reason=str(exc),
+                            attempt=failures)
+            finally:
+                self.session = None
+            if failures > self.config.reconnect_attempts:
+                raise AgentFailed(f"{self.provider.name}: gave up after {failures} failed attempts")
+            if failures:
+                cap = min(self.config.reconnect_backoff_max_s,
+                          self.config.reconnect_backoff_s * 2 ** (failures - 1))
+                await trio.sleep(random.uniform(0, cap))  # full jitter
+            self.reconnects += 1
+
+    async def _one_connection(self) -> None:
+        async with trio.open_nursery() as nursery:
+            try:
+                with trio.fail_after(self.config.connect_timeout_s):
+                    session = await self.provider.connect(self.call, nursery)
+            except trio.TooSlowError:
+                raise AgentDisconnected(f"connect timed out after {self.config.connect_timeout_s:g}s") from None
+            except OSError as exc:
+                raise AgentDisconnected(f"connect failed: {exc.__class__.__name__}: {exc}") from None
+            self.session = session
+            self.connected.set()
+            log.info("agent.connected", provider=self.provider.name)
+            try:
+                nursery.start_soon(self._audio_pump, session)
+                while True:
+                    await self.on_event(await session.receive())
+            finally:
+                nursery.cancel_scope.cancel(reason="agent connection over")
+                with trio.move_on_after(self.config.connect_timeout_s, shield=True):
+                    try:
+                        await session.aclose()
+                    except (AgentDisconnected, OSError):
+                        pass
+
+    async def _audio_pump(self, session: AgentSession) -> None:
+        while True:
+            if not self._audio:
+                self._audio_ready = trio.Event()
+                await self._audio_ready.wait()
+                continue
+            frame = self._audio.popleft()
+            try:
+                await session.send_audio(frame)
+            except AgentDisconnected:
+                self._audio.appendleft(frame)  # keep it for the next connection
+                return

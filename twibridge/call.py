@@ -1,0 +1,436 @@
+"""One phone call: a Media Streams socket bridged to one agent session.
+
+The call's whole life reads top to bottom in :meth:`Call.run`, shaped like
+trio-websocket's ``_handle_connection``: one nursery holds the reader, the
+inbound pump, the agent supervisor, the paced writer and the watchdogs;
+bounded channels join them; teardown runs in ``finally`` under a bounded
+shield; every cancel carries a reason that the logs repeat.
+
+* The **reader** does nothing but drain the socket (hypercorn stops reading a
+  socket whose app does not, and then never sees the close), parse and
+  order-check each frame, and hand it over a bounded channel; media beyond
+  the bound are dropped and counted, never waited for.
+* The **writer** plays one agent turn at a time, each in its own cancel
+  scope: a barge-in cancels that scope (nothing of the turn is sent after
+  it), then sends ``clear``, then tells the agent what was heard.
+* "The peer sent garbage" (:class:`RemoteProtocolError`, a bad agent) ends
+  this call with a warning; anything else is our bug: a traceback, close
+  1011, and still only this call ends.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+import trio
+
+from twibridge.agents.base import (
+    AgentEvent, AgentFailed, AgentNotice, AudioOut, CallInfo, HangupRequest, ReplyDone,
+    SpeechStarted, Transcript, TransferRequest,
+)
+from twibridge.agents.supervisor import AgentSupervisor
+from twibridge.audio.g711 import ulaw_dbfs
+from twibridge.jitter import JitterBuffer
+from twibridge.logs import get_logger
+from twibridge.playout import Playout, TurnPlayout
+from twibridge.registry import CallRecord
+from twibridge.replies import ReplyBuffer
+from twibridge.runtime import Runtime
+from twibridge.twilio import protocol as tw
+from twibridge.vad import SpeechEnded, TurnDetector
+from twibridge.vad import SpeechStarted as VadSpeechStarted
+
+log = get_logger("twibridge.call")
+
+#: A Twilio stream sends ``start`` at once; a socket that does not is not Twilio.
+START_TIMEOUT_S = 10.0
+#: Replies queued behind the one playing (bounded; more is a runaway agent).
+MAX_QUEUED_REPLIES = 8
+#: Close codes: normal, going away (shutdown), policy (peer broke protocol), our error.
+CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_ERROR = 1000, 1001, 1008, 1011
+
+
+class Transport(Protocol):
+    """The socket as the call sees it (Quart's websocket, or trio-websocket)."""
+
+    async def receive(self) -> str | bytes: ...
+    async def send(self, data: str) -> None: ...
+    async def close(self, code: int, reason: str = "") -> None: ...
+
+
+class _Ended(Exception):
+    """Raised inside the call to end it with an outcome (not an error)."""
+
+
+@dataclass
+class CallStats:
+    frames_in: int = 0
+    frames_dropped: int = 0
+    messages_out: int = 0
+    audio_out_ms: int = 0
+    barge_ins: int = 0
+    clear_latency_ms: list[float] = field(default_factory=list)
+    reply_latency_ms: list[float] = field(default_factory=list)
+    discarded_ms: int = 0
+    reply_dropped_bytes: int = 0
+    transcript: list[dict[str, str]] = field(default_factory=list)
+
+
+class Call:
+    """Runs one Media Streams connection from ``start`` to teardown."""
+
+    def __init__(self, transport: Transport, rt: Runtime, remote: str = "") -> None:
+        self.t = transport
+        self.rt = rt
+        self.cfg = rt.config
+        self.remote = remote
+        self.stats = CallStats()
+        self.state = tw.StreamState()
+        self.jitter = JitterBuffer(self.cfg.turns.jitter_window_ms)
+        self.playout = Playout(self.cfg.turns.outbound_lead_ms)
+        tcfg = self.cfg.turns
+        self.vad = TurnDetector(vad_threshold=tcfg.vad_threshold, debounce_ms=tcfg.debounce_ms,
+                                end_of_turn_ms=tcfg.end_of_turn_ms, echo_margin_db=tcfg.echo_margin_db)
+        self.chunk_bytes = tcfg.chunk_ms * tw.BYTES_PER_MS
+        self.outcome: str | None = None
+        self.reason = ""
+        self.close_code = CLOSE_NORMAL
+        self.start: tw.Start | None = None
+        self.info: CallInfo | None = None
+        self.agent: AgentSupervisor | None = None
+        self._scope = trio.CancelScope()
+        self._send_lock = trio.Lock()
+        self._in_send, self._in_recv = trio.open_memory_channel[tw.TwilioEvent](self.cfg.calls.inbound_queue_frames)
+        self._turn_send, self._turn_recv = trio.open_memory_channel[ReplyBuffer](MAX_QUEUED_REPLIES)
+        self._filling: ReplyBuffer | None = None
+        self._queued: list[ReplyBuffer] = []
+        self._cancelled_items: set[str] = set()
+        self._current: tuple[ReplyBuffer, TurnPlayout, trio.CancelScope] | None = None
+        self._last_turn: TurnPlayout | None = None
+        self._turn_no = 0
+        self._caller_end_at: float | None = None  # wall time the caller stopped talking
+        self._started_at = trio.current_time()
+
+    # ------------------------------------------------------------------ life
+
+    async def run(self) -> None:
+        """The call, start to end.  Never raises (except Cancelled from above)."""
+        registered = False
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._reader)
+                    start = await self._await_start()
+                    registered = await self._register(start)
+                    nursery.start_soon(self._watchdogs)
+                    nursery.start_soon(self._writer)
+                    nursery.start_soon(self._agent_task)
+                    await self._inbound()
+        except* _Ended:
+            pass
+        except* tw.RemoteProtocolError as eg:
+            self._set_outcome("protocol-error", str(eg.exceptions[0]), CLOSE_POLICY)
+            log.warning("call.bad_peer_data", reason=self.reason, remote=self.remote)
+        except* AgentFailed as eg:
+            self._set_outcome("agent-failed", str(eg.exceptions[0]), CLOSE_NORMAL)
+            log.warning("call.agent_failed", reason=self.reason)
+        except* Exception:
+            self._set_outcome("error", "internal error", CLOSE_ERROR)
+            log.exception("call.internal_error")
+        finally:
+            await self._teardown(registered)
+
+    def _set_outcome(self, outcome: str, reason: str, code: int = CLOSE_NORMAL) -> None:
+        if self.outcome is None:
+            self.outcome, self.reason, self.close_code = outcome, reason, code
+
+    def end(self, outcome: str, reason: str, code: int = CLOSE_NORMAL) -> None:
+        """End the call (from any task): the whole nursery is cancelled."""
+        self._set_outcome(outcome, reason, code)
+        self._scope.cancel(reason=f"{outcome}: {reason}")
+
+    async def _await_start(self) -> tw.Start:
+        self.rt.pending += 1
+        try:
+            with trio.move_on_after(START_TIMEOUT_S):
+                async for ev in self._in_recv:
+                    if isinstance(ev, tw.Start):
+                        return ev
+            raise tw.RemoteProtocolError("no start event within 10 s")
+        finally:
+            self.rt.pending -= 1
+
+    async def _register(self, start: tw.Start) -> bool:
+        self.start = start
+        p = start.custom_parameters
+        self.info = CallInfo(call_sid=start.call_sid, stream_sid=start.stream_sid, account_sid=start.account_sid,
+                             from_number=p.get("From", ""), to_number=p.get("To", ""), params=dict(p))
+        structlog.contextvars.bind_contextvars(call_sid=start.call_sid, stream_sid=start.stream_sid)
+        record = CallRecord(start.call_sid, start.stream_sid, self.info.from_number, self.info.to_number)
+        if start.call_sid in self.rt.calls or not await self.rt.registry.try_register(record):
+            self._set_outcome("refused-duplicate", "a stream for this CallSid is already live", CLOSE_POLICY)
+            log.warning("call.duplicate_refused", remote=self.remote)
+            raise _Ended
+        self.rt.calls[start.call_sid] = self
+        self.rt.notify_calls_changed()
+        log.info("call.started", remote=self.remote, from_number=self.info.from_number,
+                 to_number=self.info.to_number, provider=self.cfg.agent.provider)
+        return True
+
+    async def _teardown(self, registered: bool) -> None:
+        self._set_outcome("caller-dropped", "socket closed without stop")
+        with trio.move_on_after(self.cfg.calls.teardown_timeout_s, shield=True):
+            try:
+                await self.t.close(self.close_code, self.reason[:120])
+            except Exception:  # already closed by the peer: nothing to do
+                pass
+        if registered and self.start is not None:
+            summary = self.summary()
+            with trio.move_on_after(self.cfg.calls.teardown_timeout_s, shield=True):
+                await self.rt.registry.unregister(self.start.call_sid, summary)
+            self.rt.calls.pop(self.start.call_sid, None)
+            self.rt.notify_calls_changed()
+            if self.rt.metrics is not None:
+                self.rt.metrics.call_ended(summary, self.stats.reply_latency_ms, self.stats.clear_latency_ms)
+            log.info("call.ended", **summary)
+        structlog.contextvars.unbind_contextvars("call_sid", "stream_sid")
+
+    @property
+    def inbound_depth(self) -> int:
+        """Frames waiting in this call's inbound channel and jitter buffer."""
+        return self._in_send.statistics().current_buffer_used + self.jitter.depth
+
+    def summary(self) -> dict[str, Any]:
+        lat = sorted(self.stats.reply_latency_ms)
+        pct = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 1)) if lat else (lambda q: None)
+        return {
+            "call_sid": self.start.call_sid if self.start else "",
+            "outcome": self.outcome, "reason": self.reason,
+            "duration_s": round(trio.current_time() - self._started_at, 3),
+            "frames_in": self.stats.frames_in, "frames_dropped": self.stats.frames_dropped,
+            "messages_out": self.stats.messages_out, "audio_out_ms": self.stats.audio_out_ms,
+            "barge_ins": self.stats.barge_ins, "discarded_ms": self.stats.discarded_ms,
+            "reply_latency_p50_ms": pct(0.5), "reply_latency_p95_ms": pct(0.95),
+            "clear_latency_p50_ms": round(statistics.median(self.stats.clear_latency_ms), 2)
+            if self.stats.clear_latency_ms else None,
+            "jitter": vars(self.jitter.stats),
+            "agent_reconnects": self.agent.reconnects if self.agent else 0,
+            "agent_dropped_frames": self.agent.dropped_frames if self.agent else 0,
+        }
+
+    # ---------------------------------------------------------------- inbound
+
+    async def _reader(self) -> None:
+        """Drain the socket into the bounded inbound channel; never block on media."""
+        max_bytes = self.cfg.server.max_message_bytes
+        while True:
+            raw = await self.t.receive()
+            if len(raw) > max_bytes:
+                raise tw.RemoteProtocolError(f"message too large ({len(raw)} bytes, cap {max_bytes})")
+            ev = self.state.receive(tw.parse_from_twilio(raw))
+            if isinstance(ev, tw.Media):
+                try:
+                    self._in_send.send_nowait(ev)
+                except trio.WouldBlock:
+                    self.stats.frames_dropped += 1
+            elif isinstance(ev, tw.Unknown):
+                log.info("call.unknown_event", twilio_event=ev.event)
+            else:
+                if isinstance(ev, tw.Stop):
+                    # Recorded at once: the socket's close may cancel us before
+                    # the inbound pump gets to it.
+                    self._set_outcome("completed", "stop from Twilio")
+                await self._in_send.send(ev)
+                if isinstance(ev, tw.Stop):
+                    return
+
+    async def _inbound(self) -> None:
+        idle = self.cfg.calls.idle_timeout_s
+        last_media = trio.current_time()
+        while True:
+            with trio.move_on_at(last_media + idle):
+                ev = await self._in_recv.receive()
+                if isinstance(ev, tw.Media):
+                    last_media = trio.current_time()
+                    self.stats.frames_in += 1
+                    for frame in self.jitter.push(ev.sequence_number, ev.timestamp, ev.payload):
+                        await self._caller_audio(frame.t_ms, frame.payload)
+                elif isinstance(ev, tw.Mark):
+                    await self._mark_echoed(ev.name)
+                elif isinstance(ev, tw.Dtmf):
+                    log.info("call.dtmf", digit=ev.digit)
+                    if self.agent is not None:
+                        await self.agent.send_dtmf(ev.digit)
+                elif isinstance(ev, tw.Stop):
+                    self.end("completed", "stop from Twilio")
+                continue
+            self.end("idle-timeout", f"no media for {idle:g}s")
+
+    async def _caller_audio(self, t_ms: int, frame: bytes) -> None:
+        if self.agent is not None:
+            self.agent.push_audio(frame)
+        now = trio.current_time()
+        speaking = self._agent_speaking(now)
+        ev = self.vad.feed(ulaw_dbfs(frame), t_ms, self.playout.agent_level(now) if speaking else None)
+        if isinstance(ev, VadSpeechStarted):
+            self._caller_end_at = None
+            if speaking and self.cfg.turns.barge_in in ("local", "both"):
+                await self.barge_in("local-vad", now)
+        elif isinstance(ev, SpeechEnded):
+            # The turn ended ``end_of_turn_ms`` of audio ago, in wall time too.
+            self._caller_end_at = now - (t_ms + tw.FRAME_MS - ev.end_ms) / 1000
+
+    async def _mark_echoed(self, name: str) -> None:
+        echo = self.playout.on_mark(name, trio.current_time())
+        if echo is None or echo.stale:
+            return
+        tp = self.playout.turns.get(echo.turn)
+        if tp is not None and self.agent is not None:
+            await self.agent.mark_played(tp.item_id, tp.played_ms)
+            if tp.fully_played:
+                log.debug("call.agent_finished_speaking", turn=tp.turn, played_ms=tp.played_ms)
+
+    # ----------------------------------------------------------------- agent
+
+    async def _agent_task(self) -> None:
+        assert self.info is not None
+        self.agent = AgentSupervisor(self.rt.provider(), self.info, self.cfg.agent, self._agent_event)
+        await self.agent.run()
+
+    async def _agent_event(self, ev: AgentEvent) -> None:
+        if isinstance(ev, AudioOut):
+            if ev.item_id in self._cancelled_items:
+                return
+            buf = self._filling
+            if buf is None or buf.item_id != ev.item_id:
+                if buf is not None:
+                    buf.finish()
+                buf = self._filling = ReplyBuffer(ev.item_id)
+                try:
+                    self._turn_send.send_nowait(buf)
+                    self._queued.append(buf)
+                except trio.WouldBlock:
+                    log.warning("call.reply_dropped", item_id=ev.item_id, reason="too many queued replies")
+                    self._cancelled_items.add(ev.item_id)
+                    return
+            buf.append(ev.ulaw)
+        elif isinstance(ev, ReplyDone):
+            if self._filling is not None and self._filling.item_id == ev.item_id:
+                self._filling.finish()
+                self._filling = None
+        elif isinstance(ev, SpeechStarted):
+            if self.cfg.turns.barge_in in ("provider", "both"):
+                await self.barge_in("provider", trio.current_time())
+        elif isinstance(ev, Transcript):
+            self.stats.transcript = (self.stats.transcript + [{"role": ev.role, "text": ev.text}])[-100:]
+            log.debug("call.transcript", role=ev.role, text=ev.text)
+        elif isinstance(ev, AgentNotice):
+            log.warning("call.agent_notice", message=ev.message, code=ev.code)
+        elif isinstance(ev, HangupRequest):
+            await self._wait_played()
+            self.end("agent-hangup", ev.reason)
+        elif isinstance(ev, TransferRequest):
+            log.warning("call.transfer_unsupported", to=ev.to)
+
+    async def _wait_played(self, limit_s: float = 10.0) -> None:
+        """Let the goodbye finish playing (bounded) before ending the call."""
+        with trio.move_on_after(limit_s):
+            while self._current is not None or self._queued or self._agent_speaking(trio.current_time()):
+                await trio.sleep(0.05)
+
+    # ---------------------------------------------------------------- outbound
+
+    def _agent_speaking(self, now: float) -> bool:
+        if self._current is not None or self.playout.buffered_ms(now) > 0:
+            return True
+        last = self._last_turn
+        # Marks are the truth; the clock (plus slack for the echo's delay) is the backstop.
+        return last is not None and not last.cancelled and not last.fully_played and now < self.playout.play_end + 0.5
+
+    async def _send(self, text: str) -> None:
+        async with self._send_lock:
+            await self.t.send(text)
+        self.stats.messages_out += 1
+
+    async def _writer(self) -> None:
+        """Play queued replies one at a time, each in its own cancel scope."""
+        async for buf in self._turn_recv:
+            if buf.item_id in self._cancelled_items:
+                self._queued.remove(buf)
+                continue
+            self._turn_no += 1
+            tp = self._last_turn = self.playout.new_turn(self._turn_no, buf.item_id)
+            with trio.CancelScope() as scope:
+                self._current = (buf, tp, scope)
+                try:
+                    await self._play(buf, tp)
+                finally:
+                    self._current = None
+                    self._queued.remove(buf)
+                    self.stats.reply_dropped_bytes += buf.dropped_bytes
+
+    async def _play(self, buf: ReplyBuffer, tp: TurnPlayout) -> None:
+        assert self.start is not None
+        sid = self.start.stream_sid
+        while True:
+            if buf.available == 0 and buf.finished:
+                break
+            if buf.available < self.chunk_bytes and not buf.finished:
+                # Wait for a full chunk, but never let Twilio run dry waiting for one.
+                deadline = self.playout.play_end - 0.04 if buf.available else float("inf")
+                with trio.move_on_at(deadline):
+                    await buf.wait_changed()
+                    continue
+            await trio.sleep_until(self.playout.send_at(trio.current_time()))
+            chunk = buf.take(self.chunk_bytes)
+            async with self._send_lock:
+                await self.t.send(tw.build_media(sid, chunk))
+                now = trio.current_time()
+                name = self.playout.on_sent(tp, len(chunk) // tw.BYTES_PER_MS, now, ulaw_dbfs(chunk))
+                await self.t.send(tw.build_mark(sid, name))
+            self.stats.messages_out += 2
+            self.stats.audio_out_ms += len(chunk) // tw.BYTES_PER_MS
+            if self._caller_end_at is not None:
+                self.stats.reply_latency_ms.append((now - self._caller_end_at) * 1000)
+                self._caller_end_at = None
+        tp.finished_sending = True
+
+    async def barge_in(self, trigger: str, trigger_at: float) -> None:
+        """The caller talks over the agent: stop, clear Twilio, tell the agent."""
+        if not self._agent_speaking(trio.current_time()) or self.start is None:
+            return
+        current = self._current
+        tp = current[1] if current else self._last_turn
+        for buf in self._queued:
+            self._cancelled_items.add(buf.item_id)
+        if current is not None:
+            current[2].cancel(reason=f"barge-in ({trigger})")
+        if self._filling is not None:
+            self._cancelled_items.add(self._filling.item_id)
+            self._filling = None
+        now = trio.current_time()
+        heard = tp.heard_ms(now) if tp is not None else 0
+        if tp is not None:
+            tp.cancelled = True
+        with trio.move_on_after(1.0, shield=True):
+            await self._send(tw.build_clear(self.start.stream_sid))
+        cleared_at = trio.current_time()
+        discarded = self.playout.clear(cleared_at)
+        self.stats.barge_ins += 1
+        self.stats.discarded_ms += discarded
+        self.stats.clear_latency_ms.append((cleared_at - trigger_at) * 1000)
+        log.info("call.barge_in", trigger=trigger, heard_ms=heard, discarded_ms=discarded,
+                 item_id=tp.item_id if tp else None)
+        if self.agent is not None and tp is not None:
+            await self.agent.interrupt(tp.item_id, heard)
+
+    # -------------------------------------------------------------- watchdogs
+
+    async def _watchdogs(self) -> None:
+        with trio.move_on_after(self.cfg.calls.max_duration_s):
+            await self.rt.drained.wait()
+            self.end("shutdown", "server shutting down", CLOSE_GOING_AWAY)
+        self.end("max-duration", f"call longer than {self.cfg.calls.max_duration_s:g}s")

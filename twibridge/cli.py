@@ -1,0 +1,110 @@
+"""The ``twibridge`` command line (Typer).
+
+Only typer and the stdlib are imported at module level: the server stack
+(quart_trio, hypercorn, twilio.rest) costs ~0.5 s to import, so each command
+imports what it needs inside, and ``twibridge --help`` starts fast.
+
+Exit codes: 0 success; 1 runtime failure; 2 bad usage, input or config.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    name="twibridge",
+    help="Answer Twilio phone calls with an AI voice agent (Media Streams ↔ VAPI / OpenAI Realtime / "
+    "your own WebSocket agent / the embedded echo agent).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+CONFIG_HELP = "TOML config file (default: ./twibridge.toml, else /etc/twibridge/twibridge.toml, else built-ins)."
+
+
+def _load(path: Optional[Path], explicit: bool = True):  # type: ignore[no-untyped-def]
+    """Load config or exit 2 with one line per problem."""
+    from twibridge.config import ConfigError, default_config_path, load_config
+
+    chosen = path if path is not None else default_config_path()
+    try:
+        return load_config(chosen), chosen
+    except ConfigError as exc:
+        for line in exc.problems:
+            typer.echo(line if chosen is None or line.startswith(str(chosen)) else f"{chosen}: {line}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    host: Optional[str] = typer.Option(None, help="Override [server] host."),
+    port: Optional[int] = typer.Option(None, help="Override [server] port."),
+) -> None:
+    """Run the bridge: webhook, Media Streams endpoint, health and metrics."""
+    cfg, path = _load(config)
+    from twibridge.config import serve_problems
+
+    from twibridge import logs
+
+    logs.configure(cfg.log.level, cfg.log.format, cfg.secrets())
+    log = logs.get_logger("twibridge.server")
+    problems = serve_problems(cfg)
+    if problems:
+        for line in problems:
+            typer.echo(f"refusing to start: {line}", err=True)
+        raise typer.Exit(2)
+    if not cfg.twilio.validate_signatures:
+        log.warning("server.signatures_disabled",
+                    message="twilio.validate_signatures = false: unsigned requests are accepted. "
+                    "For local development only.")
+    import trio
+
+    from twibridge.server import serve as run_server
+
+    log.info("server.starting", config=str(path) if path else "built-in defaults", pid=os.getpid())
+    try:
+        trio.run(lambda: run_server(cfg, host=host, port=port))
+    except OSError as exc:
+        typer.echo(f"cannot serve on {host or cfg.server.host}:{port or cfg.server.port}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    log.info("server.stopped")
+
+
+@app.command("validate-config")
+def validate_config(
+    path: Optional[Path] = typer.Argument(None, help="Config file to check (default: as for serve)."),
+) -> None:
+    """Check a config file: prints 'ok' (exit 0) or one line per problem (exit 2)."""
+    cfg, _ = _load(path)
+    from twibridge.config import serve_problems
+
+    for line in serve_problems(cfg):
+        typer.echo(f"warning: {line}", err=True)
+    typer.echo("ok")
+
+
+def _register_optional_commands() -> None:
+    """Commands whose modules other parts of the tree provide."""
+    try:
+        from twibridge.simulate.command import simulate_call
+    except ImportError:  # pragma: no cover - only while the module is absent
+        return
+    app.command("simulate-call")(simulate_call)
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

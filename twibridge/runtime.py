@@ -1,0 +1,53 @@
+"""What all calls of one server process share: config, registry, shutdown.
+
+Kept apart from the web app so the call runner can be driven by any
+transport (Quart's websocket in production, a plain trio-websocket server in
+benchmarks) and tests can build one without HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+import trio
+
+from twibridge.config import Config
+from twibridge.registry import CallRegistry, MemoryRegistry
+
+if TYPE_CHECKING:
+    from twibridge.agents.base import AgentProvider
+    from twibridge.metrics import Metrics
+
+
+@dataclass
+class Runtime:
+    config: Config
+    registry: CallRegistry = field(default_factory=MemoryRegistry)
+    #: Set when SIGTERM/SIGINT arrives: refuse new calls, let live ones finish.
+    stopping: trio.Event = field(default_factory=trio.Event)
+    #: Set when the drain period is over: live calls close with 1001.
+    drained: trio.Event = field(default_factory=trio.Event)
+    #: Live calls in this process, by CallSid (the registry may span processes).
+    calls: dict[str, Any] = field(default_factory=dict)
+    #: Sockets accepted but not yet past ``start`` (they count against max_calls).
+    pending: int = 0
+    provider_factory: Callable[[Config], "AgentProvider"] | None = None
+    metrics: "Metrics | None" = None
+    #: Notified whenever a call ends (tests and drain wait on it).
+    calls_changed: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def active(self) -> int:
+        return len(self.calls) + self.pending
+
+    def notify_calls_changed(self) -> None:
+        self.calls_changed.set()
+        self.calls_changed = trio.Event()
+
+    def provider(self) -> "AgentProvider":
+        if self.provider_factory is not None:
+            return self.provider_factory(self.config)
+        from twibridge.agents import make_provider
+
+        return make_provider(self.config)

@@ -1,0 +1,241 @@
+"""The Quart-Trio app (webhook, Media Streams socket, health) and its Hypercorn runner.
+
+Routes:
+
+* ``POST /voice`` — Twilio's voice webhook: signed; answers
+  ``<Connect><Stream>`` TwiML at once (never waits on the agent: Twilio gives
+  up after 15 s), or the busy TwiML when full or draining.
+* ``POST /stream-status`` — the stream's status callback: signed; logged.
+* ``WS /media-stream`` — one call per socket; the upgrade is signed and
+  checked *before* accepting (403 otherwise: no provider connection is ever
+  opened for an unverified socket).
+* ``GET /healthz`` — ``{"status": "ok"|"draining", "calls": N}``.
+* ``GET /metrics`` — Prometheus text (``[server] metrics_token`` → bearer).
+
+Shutdown (SIGTERM/SIGINT): ``stopping`` is set (new webhooks get the busy
+answer, ``/healthz`` says draining), live calls get up to ``drain_timeout_s``
+to finish, then ``drained`` closes the rest with 1001 and ``serve`` returns.
+Hypercorn alone would drop them with 1006 after 3 s.
+"""
+
+from __future__ import annotations
+
+import signal
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+from quart import Response, request, websocket
+from quart_trio import QuartTrio
+from quart_trio.asgi import TrioASGIHTTPConnection
+
+from twibridge.call import Call
+from twibridge.config import Config
+from twibridge.logs import get_logger
+from twibridge.runtime import Runtime
+from twibridge.twilio.signature import SignatureChecker, public_base, signed_url, to_ws
+from twibridge.twilio.twiml import busy, connect_stream
+
+log = get_logger("twibridge.server")
+
+
+class _ClosingHTTPConnection(TrioASGIHTTPConnection):
+    """quart-trio cancels the request nursery inside hypercorn's final send,
+    which interrupts the connection close: keep-alive sockets then leak.
+    Shield that last body send (bounded) so the close completes."""
+
+    async def handle_request(self, nursery: trio.Nursery, request: Any, send: Any) -> None:  # type: ignore[override]
+        async def shielded_send(message: Any) -> None:
+            if message.get("type") == "http.response.body" and not message.get("more_body", False):
+                with trio.move_on_after(5, shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await super().handle_request(nursery, request, shielded_send)
+
+
+class _QuartTransport:
+    """Quart's websocket as a :class:`twibridge.call.Transport`."""
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+
+    async def receive(self) -> str | bytes:
+        data: str | bytes = await self._ws.receive()
+        return data
+
+    async def send(self, data: str) -> None:
+        await self._ws.send(data)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        await self._ws.close(code, reason)
+
+
+def create_app(rt: Runtime) -> QuartTrio:
+    cfg = rt.config
+    app = QuartTrio("twibridge")
+    app.asgi_http_class = _ClosingHTTPConnection  # type: ignore[assignment]
+    checker = SignatureChecker(cfg.twilio.auth_token.get_secret_value())
+    validate = cfg.twilio.validate_signatures
+
+    def remote_addr() -> str:
+        return str(request.remote_addr or "")
+
+    async def signed_form() -> dict[str, Any] | None:
+        """The form if its signature is valid (or checks are off), else None."""
+        form = await request.form
+        if not validate:
+            return form.to_dict()
+        url = signed_url(cfg.server.public_url, request.scheme, request.host, request.path,
+                         request.query_string.decode("latin-1"))
+        if not checker.valid(url, form, request.headers.get("X-Twilio-Signature")):
+            log.warning("http.bad_signature", path=request.path, remote=remote_addr(), signed_url=url)
+            if rt.metrics:
+                rt.metrics.refused("unsigned")
+            return None
+        return form.to_dict()
+
+    def twiml(body: str) -> Response:
+        return Response(body, status=200, content_type="text/xml")
+
+    @app.post("/voice")
+    async def voice() -> Response:
+        form = await signed_form()
+        if form is None:
+            return Response("invalid signature\n", status=403, content_type="text/plain")
+        call_sid = form.get("CallSid", "")
+        if rt.stopping.is_set() or rt.active >= cfg.server.max_calls:
+            why = "draining" if rt.stopping.is_set() else "busy"
+            log.warning("voice.refused", call_sid=call_sid, reason=why, active=rt.active)
+            if rt.metrics:
+                rt.metrics.refused("busy")
+            return twiml(busy(cfg.fallback.say, cfg.fallback.dial))
+        base = public_base(cfg.server.public_url, request.scheme, request.host)
+        params = {k: form[k] for k in ("CallSid", "From", "To") if k in form}
+        log.info("voice.answered", call_sid=call_sid, from_number=form.get("From", ""))
+        return twiml(connect_stream(to_ws(base) + "/media-stream", base + "/stream-status", params))
+
+    @app.post("/stream-status")
+    async def stream_status() -> Response:
+        form = await signed_form()
+        if form is None:
+            return Response("invalid signature\n", status=403, content_type="text/plain")
+        log.info("stream.status", call_sid=form.get("CallSid", ""), stream_sid=form.get("StreamSid", ""),
+                 stream_event=form.get("StreamEvent", ""), stream_error=form.get("StreamError", ""))
+        return Response("", status=204)
+
+    @app.websocket("/media-stream")
+    async def media_stream() -> Any:
+        remote = str(websocket.remote_addr or "")
+        if validate:
+            url = signed_url(cfg.server.public_url, websocket.scheme, websocket.host, websocket.path,
+                             websocket.query_string.decode("latin-1"), websocket=True)
+            if not checker.valid(url, {}, websocket.headers.get("X-Twilio-Signature")):
+                log.warning("ws.bad_signature", remote=remote, signed_url=url)
+                if rt.metrics:
+                    rt.metrics.refused("unsigned")
+                return Response("invalid signature\n", status=403, content_type="text/plain")
+        await websocket.accept()
+        await Call(_QuartTransport(websocket._get_current_object()), rt, remote).run()  # type: ignore[attr-defined]
+        return None
+
+    @app.get("/healthz")
+    async def healthz() -> Any:
+        return {"status": "draining" if rt.stopping.is_set() else "ok", "calls": len(rt.calls)}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        token = cfg.server.metrics_token.get_secret_value()
+        if token and request.headers.get("Authorization", "") != f"Bearer {token}":
+            return Response("unauthorized\n", status=401, content_type="text/plain")
+        if rt.metrics is None:
+            return Response("metrics disabled\n", status=404, content_type="text/plain")
+        body, ctype = rt.metrics.render(rt)
+        return Response(body, status=200, content_type=ctype)
+
+    return app
+
+
+def hypercorn_config(config: Config, host: str, port: int) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    hc.accesslog = None
+    hc.errorlog = None  # our own structured logs say what matters
+    hc.websocket_max_message_size = config.server.max_message_bytes
+    hc.graceful_timeout = config.calls.teardown_timeout_s + 1
+    return hc
+
+
+def make_runtime(config: Config) -> Runtime:
+    from twibridge.metrics import Metrics
+
+    return Runtime(config=config, metrics=Metrics())
+
+
+async def drain(rt: Runtime) -> None:
+    """Refuse new calls, wait (bounded) for live ones, then close the rest with 1001."""
+    rt.stopping.set()
+    log.info("server.draining", calls=rt.active, drain_timeout_s=rt.config.server.drain_timeout_s)
+    with trio.move_on_after(rt.config.server.drain_timeout_s):
+        while rt.active:
+            await rt.calls_changed.wait()
+    rt.drained.set()
+    with trio.move_on_after(rt.config.calls.teardown_timeout_s + 1):
+        while rt.calls:
+            await rt.calls_changed.wait()
+
+
+async def serve(
+    config: Config,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    rt: Runtime | None = None,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or ``shutdown_trigger`` returns), then drain.
+
+    ``task_status.started`` gets the base URL actually bound (port 0 works).
+    """
+    rt = rt or make_runtime(config)
+    hc = hypercorn_config(config, host or config.server.host, config.server.port if port is None else port)
+
+    async def wait_signal() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("server.signal", signal=signal.Signals(signum).name)
+                return
+
+    async def trigger() -> None:
+        await (shutdown_trigger or wait_signal)()
+        await drain(rt)
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            lambda task_status: hypercorn_serve(create_app(rt), hc, shutdown_trigger=trigger,
+                                                task_status=task_status)
+        )
+        url = binds[0]
+        log.info("server.listening", url=url, provider=config.agent.provider, max_calls=config.server.max_calls)
+        task_status.started(url)
+
+
+@asynccontextmanager
+async def running_server(config: Config, *, host: str = "127.0.0.1", port: int = 0,
+                         rt: Runtime | None = None) -> AsyncIterator[str]:
+    """Run the bridge in this Trio loop for the ``async with`` block; yield its base URL.
+
+    Leaving the block drains it like a SIGTERM would (live calls close 1001).
+    """
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(lambda task_status: serve(config, host=host, port=port, rt=rt,
+                                                            shutdown_trigger=stop.wait, task_status=task_status))
+        try:
+            yield url
+        finally:
+            stop.set()
