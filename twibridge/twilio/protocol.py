@@ -225,19 +225,15 @@ def parse_from_twilio(text: str | bytes) -> TwilioEvent:
     if not isinstance(event, str):
         raise RemoteProtocolError("field 'event' must be a string")
     if event == "media":
-        m = _obj(d, "media")
+        seq, sid, m = _intstr(d, "sequenceNumber"), _str(d, "streamSid"), _obj(d, "media")
+        chunk, timestamp = _intstr(m, "chunk"), _intstr(m, "timestamp")
         payload = _b64(_str(m, "payload", max_len=MAX_MESSAGE_BYTES))
         if len(payload) != FRAME_BYTES:
             # Twilio sends 20 ms frames of 160 bytes; anything else is not Twilio.
             raise RemoteProtocolError(f"media payload must be {FRAME_BYTES} bytes, got {len(payload)}")
-        return Media(
-            sequence_number=_intstr(d, "sequenceNumber"),
-            stream_sid=_str(d, "streamSid"),
-            track=m.get("track", "inbound") if isinstance(m.get("track", "inbound"), str) else "inbound",
-            chunk=_intstr(m, "chunk"),
-            timestamp=_intstr(m, "timestamp"),
-            payload=payload,
-        )
+        track = m.get("track", "inbound")
+        return Media(sequence_number=seq, stream_sid=sid, track=track if isinstance(track, str) else "inbound",
+                     chunk=chunk, timestamp=timestamp, payload=payload)
     if event == "mark":
         return Mark(
             sequence_number=_intstr(d, "sequenceNumber"),
