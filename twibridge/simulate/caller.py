@@ -38,7 +38,7 @@ import trio_websocket
 from twibridge.logs import get_logger
 from twibridge.simulate.events import EventLog
 from twibridge.simulate.playback import PlaybackBuffer
-from twibridge.simulate.twiml import TwimlError, TwimlPlan, new_sid, parse_twiml, sign, voice_params
+from twibridge.simulate.twiml import StreamVerb, TwimlError, TwimlPlan, new_sid, parse_twiml, sign, voice_params
 from twibridge.twilio import protocol as p
 
 log = get_logger("twibridge.simulate")
@@ -336,32 +336,46 @@ class _Call:
             stream = trio.SSLStream(tcp, ssl.create_default_context(), server_hostname=host)
         try:
             async with trio.open_nursery() as nursery:
-                try:
-                    with trio.fail_after(CONNECT_TIMEOUT_S):
-                        self.ws = await trio_websocket.wrap_client_stream(
-                            nursery, stream, host_header, resource, extra_headers=headers)
-                except trio_websocket.ConnectionRejected as exc:
-                    self.end(Outcome.REFUSED, f"31920: websocket upgrade rejected with HTTP {exc.status_code}")
-                    return
-                except (trio_websocket.HandshakeError, trio.TooSlowError, OSError, trio.BrokenResourceError) as exc:
-                    self.end(Outcome.REFUSED, f"31920: websocket handshake failed: {exc or type(exc).__name__}")
-                    return
-                self.t0 = trio.current_time()  # the audio timeline starts with the stream
-                if st.status_callback:
-                    nursery.start_soon(self.status_callback, http, st.status_callback, "stream-started")
-                try:
-                    with self.sender_scope:
-                        nursery.start_soon(self.receiver)
-                        await self.sender(dict(st.parameters))
-                finally:
-                    self.hung_up = True
-                    with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
-                        await self.ws.aclose(1000)
-                    await trio.aclose_forcefully(stream)
-                if st.status_callback:
-                    nursery.start_soon(self.status_callback, http, st.status_callback, "stream-stopped")
+                with trio.fail_after(CONNECT_TIMEOUT_S):
+                    # A rejection surfaces from the reader task, i.e. via the nursery.
+                    ws = await trio_websocket.wrap_client_stream(
+                        nursery, stream, host_header, resource, extra_headers=headers)
+                await self.run_stream(nursery, http, ws, stream, st)
+        except* trio_websocket.ConnectionRejected as group:
+            status = getattr(group.exceptions[0], "status_code", "?")
+            self.end(Outcome.REFUSED, f"31920: websocket upgrade rejected with HTTP {status}")
+        except* (trio_websocket.HandshakeError, trio.TooSlowError, OSError, trio.BrokenResourceError) as group:
+            if self.ws is not None:
+                raise  # not a handshake problem: a bug, keep the traceback
+            exc = group.exceptions[0]
+            self.end(Outcome.REFUSED, f"31920: websocket handshake failed: {exc or type(exc).__name__}")
         finally:
             await trio.aclose_forcefully(stream)
+
+    async def run_stream(self, nursery: trio.Nursery, http: httpx.AsyncClient,
+                         ws: trio_websocket.WebSocketConnection, stream: trio.abc.Stream, st: StreamVerb) -> None:
+        """The stream's life, top to bottom: status callback, sender + receiver, close."""
+        self.ws = ws
+        self.t0 = trio.current_time()  # the audio timeline starts with the stream
+        if st.status_callback:
+            nursery.start_soon(self.status_callback, http, st.status_callback, "stream-started")
+        interrupted = True
+        try:
+            with self.sender_scope:
+                nursery.start_soon(self.receiver)
+                await self.sender(dict(st.parameters))
+            interrupted = False
+        finally:
+            self.hung_up = True
+            if not interrupted:
+                # A clean close handshake.  Not when cancelled (timeout): the
+                # websocket's reader task is cancelled too and could never see
+                # the peer's close frame, so the wait would only burn the bound.
+                with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+                    await ws.aclose(1000)
+            await trio.aclose_forcefully(stream)  # ends trio-websocket's reader task
+        if st.status_callback:
+            nursery.start_soon(self.status_callback, http, st.status_callback, "stream-stopped")
 
 
 async def simulate_call(
