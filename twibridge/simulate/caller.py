@@ -269,8 +269,9 @@ class _Call:
                 self.on_progress(due_ms, total_ms)
         self.hung_up = True
         await self.send(lambda seq: p.build_stop(seq, sid, r.account_sid, r.call_sid))
-        self.events.add(self.now_ms(), "to_server", "stop")
-        self.r.call_ms = self.now_ms()
+        # The call's timeline ends with the last frame's audio (stop leaves then).
+        self.r.call_ms = r.frames_sent * p.FRAME_MS
+        self.events.add(self.r.call_ms, "to_server", "stop")
         self.end(Outcome.COMPLETED, "the caller hung up after the audio and tail")
 
     async def receiver(self) -> None:
