@@ -134,10 +134,3 @@ def silence(ms: int) -> bytes:
 
 def frames(audio: bytes) -> list[bytes]:
     return [audio[i:i + 160] for i in range(0, len(audio) - 159, 160)]
-
-
-async def wait_until(predicate: Any, timeout: float = 5.0, changed: Any = None) -> None:
-    """Wait (bounded) for a condition, polling on a short period only as a last resort."""
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.01)

@@ -58,17 +58,24 @@ async def connect_ws(
             stream = trio.SSLStream(stream, ssl_context or ssl.create_default_context(), server_hostname=host)
         extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
         host_header = host if port in (80, 443) else f"{host}:{port}"
-        async with trio.open_nursery() as nursery:
-            conn = await wrap_client_stream(
-                nursery, stream, host_header, resource, extra_headers=extra,  # type: ignore[arg-type]
-                max_message_size=max_message_size, message_queue_size=message_queue_size,
-            )
-            try:
-                yield conn
-            finally:
-                with trio.move_on_after(close_timeout, shield=True):
-                    await conn.aclose()
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                conn = await wrap_client_stream(
+                    nursery, stream, host_header, resource, extra_headers=extra,  # type: ignore[arg-type]
+                    max_message_size=max_message_size, message_queue_size=message_queue_size,
+                )
+                try:
+                    yield conn
+                finally:
+                    with trio.move_on_after(close_timeout, shield=True):
+                        await conn.aclose()
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # One error (a rejected handshake, a closed connection in the body)
+            # is raised as itself: callers catch ConnectionRejected, not a group.
+            if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
+                raise group.exceptions[0] from None
+            raise
     finally:
         with trio.move_on_after(close_timeout, shield=True):
             await stream.aclose()
