@@ -170,7 +170,14 @@ class Call:
                              from_number=p.get("From", ""), to_number=p.get("To", ""), params=dict(p))
         structlog.contextvars.bind_contextvars(call_sid=start.call_sid, stream_sid=start.stream_sid)
         record = CallRecord(start.call_sid, start.stream_sid, self.info.from_number, self.info.to_number)
-        if start.call_sid in self.rt.calls or not await self.rt.registry.try_register(record):
+        claimed = False
+        if start.call_sid not in self.rt.calls:
+            with trio.move_on_after(self.cfg.state.timeout_s) as cs:
+                claimed = await self.rt.registry.try_register(record)
+            if cs.cancelled_caught:  # registry unreachable: serve the call on local state
+                log.warning("registry.timeout", op="register")
+                claimed = True
+        if not claimed:
             self._set_outcome("refused-duplicate", "a stream for this CallSid is already live", CLOSE_POLICY)
             log.warning("call.duplicate_refused", remote=self.remote)
             raise _Ended
@@ -430,7 +437,18 @@ class Call:
     # -------------------------------------------------------------- watchdogs
 
     async def _watchdogs(self) -> None:
-        with trio.move_on_after(self.cfg.calls.max_duration_s):
-            await self.rt.drained.wait()
-            self.end("shutdown", "server shutting down", CLOSE_GOING_AWAY)
-        self.end("max-duration", f"call longer than {self.cfg.calls.max_duration_s:g}s")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._refresh_record)
+            with trio.move_on_after(self.cfg.calls.max_duration_s):
+                await self.rt.drained.wait()
+                self.end("shutdown", "server shutting down", CLOSE_GOING_AWAY)
+            self.end("max-duration", f"call longer than {self.cfg.calls.max_duration_s:g}s")
+
+    async def _refresh_record(self) -> None:
+        """Keep the registry's live record from expiring while the call lives."""
+        assert self.start is not None
+        period = self.cfg.state.record_ttl_s / 3
+        while True:
+            await trio.sleep(period)
+            with trio.move_on_after(self.cfg.state.timeout_s):
+                await self.rt.registry.refresh(self.start.call_sid)

@@ -1,15 +1,23 @@
-"""The call registry: which calls are live, keyed by CallSid.
+"""The call registry: which calls are live, and what recent calls did.
 
-A second stream for a CallSid that is still live is refused (a duplicate
-socket for one call has been reported in the wild; two bridges talking to
-one caller would be worse than refusing).  The interface is small so a
-shared backend (Redis, for several processes or VMs) can stand behind it.
+Keyed by CallSid.  A second stream for a CallSid that is still live is
+refused (a duplicate socket for one call has been reported in the wild; two
+bridges talking to one caller would be worse than refusing).
+
+The interface is small so a shared backend (``[state] backend = "redis"``)
+can stand behind it for several processes or VMs: live records carry a TTL
+refreshed while the call lives (a crashed instance's calls expire by
+themselves), :meth:`count` is cluster-wide for ``max_calls``, and call
+summaries outlive restarts.  Registry operations happen per call, never per
+frame, and every caller bounds them with ``[state] timeout_s``: the audio
+path never waits on the registry.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 
@@ -20,29 +28,48 @@ class CallRecord:
     from_number: str = ""
     to_number: str = ""
     started_at: float = field(default_factory=time.time)
+    instance: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class CallRegistry(Protocol):
     async def try_register(self, record: CallRecord) -> bool:
-        """Claim ``record.call_sid``; False when it is already live."""
+        """Claim ``record.call_sid``; False when it is already live (anywhere)."""
+        ...
+
+    async def refresh(self, call_sid: str) -> None:
+        """Keep a live record from expiring (called every ``record_ttl_s / 3``)."""
         ...
 
     async def unregister(self, call_sid: str, summary: dict[str, Any] | None = None) -> None:
         """Release the CallSid; keep ``summary`` as recent history."""
         ...
 
-    def live(self) -> list[CallRecord]:
-        """Calls live in this process."""
+    async def count(self) -> int:
+        """Live calls across every instance sharing this registry."""
+        ...
+
+    async def live(self) -> list[CallRecord]:
+        """Live call records across every instance."""
+        ...
+
+    async def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Summaries of ended calls, newest first."""
+        ...
+
+    async def aclose(self) -> None:
         ...
 
 
 class MemoryRegistry:
-    """In-process registry (the default): nothing shared across processes."""
+    """In-process registry (the default): nothing is shared across processes,
+    and history is lost on restart (bounded to ``history`` summaries)."""
 
     def __init__(self, history: int = 200) -> None:
         self._live: dict[str, CallRecord] = {}
-        self._history: list[dict[str, Any]] = []
-        self._history_cap = history
+        self._history: deque[dict[str, Any]] = deque(maxlen=history)
 
     async def try_register(self, record: CallRecord) -> bool:
         if record.call_sid in self._live:
@@ -50,14 +77,31 @@ class MemoryRegistry:
         self._live[record.call_sid] = record
         return True
 
+    async def refresh(self, call_sid: str) -> None:
+        return None
+
     async def unregister(self, call_sid: str, summary: dict[str, Any] | None = None) -> None:
         self._live.pop(call_sid, None)
         if summary is not None:
-            self._history.append(summary)
-            del self._history[: -self._history_cap]
+            self._history.appendleft(summary)
 
-    def live(self) -> list[CallRecord]:
+    async def count(self) -> int:
+        return len(self._live)
+
+    async def live(self) -> list[CallRecord]:
         return list(self._live.values())
 
-    def history(self) -> list[dict[str, Any]]:
-        return list(self._history)
+    async def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        return list(self._history)[:limit]
+
+    async def aclose(self) -> None:
+        return None
+
+
+def make_registry(config: Any) -> CallRegistry:
+    """The registry ``[state] backend`` asks for."""
+    if config.state.backend == "redis":
+        from twibridge.registry_redis import RedisRegistry
+
+        return RedisRegistry(config)
+    return MemoryRegistry()

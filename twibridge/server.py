@@ -107,7 +107,7 @@ def create_app(rt: Runtime) -> QuartTrio:
         if form is None:
             return Response("invalid signature\n", status=403, content_type="text/plain")
         call_sid = form.get("CallSid", "")
-        if rt.stopping.is_set() or rt.active >= cfg.server.max_calls:
+        if rt.stopping.is_set() or await rt.cluster_active() >= cfg.server.max_calls:
             why = "draining" if rt.stopping.is_set() else "busy"
             log.warning("voice.refused", call_sid=call_sid, reason=why, active=rt.active)
             if rt.metrics:
@@ -171,8 +171,9 @@ def hypercorn_config(config: Config, host: str, port: int) -> HypercornConfig:
 
 def make_runtime(config: Config) -> Runtime:
     from twibridge.metrics import Metrics
+    from twibridge.registry import make_registry
 
-    return Runtime(config=config, metrics=Metrics())
+    return Runtime(config=config, registry=make_registry(config), metrics=Metrics())
 
 
 async def drain(rt: Runtime) -> None:
