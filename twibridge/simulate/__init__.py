@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 from twibridge.simulate.playback import PlaybackBuffer, Played, Progress
 
 if TYPE_CHECKING:
-    from twibridge.simulate.caller import CallOptions, CallResult, Outcome, simulate_call
+    from twibridge.simulate.caller import simulate_call
+    from twibridge.simulate.record import CallOptions, CallResult, Outcome
     from twibridge.simulate.report import REPORT_KEYS, Segment, build_report, render_report, speech_segments
     from twibridge.simulate.wavio import AudioFileError, CallerAudio, load_caller_audio, write_pcm16_wav
 
 _LAZY = {
-    "CallOptions": "caller", "CallResult": "caller", "Outcome": "caller", "simulate_call": "caller",
+    "CallOptions": "record", "CallResult": "record", "Outcome": "record", "simulate_call": "caller",
     "REPORT_KEYS": "report", "Segment": "report", "build_report": "report", "render_report": "report",
     "speech_segments": "report",
     "AudioFileError": "wavio", "CallerAudio": "wavio", "load_caller_audio": "wavio", "write_pcm16_wav": "wavio",

@@ -24,7 +24,7 @@ from twibridge.audio.g711 import ulaw_dbfs
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from twibridge.simulate.caller import CallResult
+    from twibridge.simulate.record import CallResult
 
 #: Caller VAD: a 20 ms frame louder than this is speech...
 SPEECH_DBFS = -35.0
