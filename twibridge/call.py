@@ -219,6 +219,7 @@ class Call:
             "duration_s": round(trio.current_time() - self._started_at, 3),
             "frames_in": self.stats.frames_in, "frames_dropped": self.stats.frames_dropped,
             "messages_out": self.stats.messages_out, "audio_out_ms": self.stats.audio_out_ms,
+            "audio_played_ms": self.playout.played_ms_total,
             "barge_ins": self.stats.barge_ins, "discarded_ms": self.stats.discarded_ms,
             "reply_latency_p50_ms": pct(0.5), "reply_latency_p95_ms": pct(0.95),
             "clear_latency_p50_ms": round(statistics.median(self.stats.clear_latency_ms), 2)

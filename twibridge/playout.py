@@ -71,6 +71,7 @@ class Playout:
         self.turns: dict[int, TurnPlayout] = {}
         self._levels: deque[tuple[float, float, float]] = deque(maxlen=level_window)
         self.discarded_ms_total = 0
+        self.played_ms_total = 0  # confirmed by Twilio's mark echoes, all turns
 
     # -- pacing ----------------------------------------------------------
 
@@ -114,7 +115,9 @@ class Playout:
         stale = gen != self.generation
         tp = self.turns.get(turn)
         if tp is not None and not stale and not tp.cancelled and ms > tp.played_ms:
-            tp.played_ms = min(ms, tp.sent_ms)
+            played = min(ms, tp.sent_ms)
+            self.played_ms_total += played - tp.played_ms
+            tp.played_ms = played
             tp.last_echo_at = now
         return MarkEcho(turn=turn, ms=ms, stale=stale)
 
