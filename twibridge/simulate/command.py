@@ -95,6 +95,9 @@ def simulate_call(
         audio = load_caller_audio(file)
     except AudioFileError as exc:
         raise _fail(f"cannot read {file}: {exc.reason}", 2) from None
+    for target in (out, report):
+        if target is not None and not target.parent.is_dir():
+            raise _fail(f"cannot write {target}: no such directory {target.parent}", 2)
     call_s = audio.duration_ms / 1000 + tail
     late = [f"{d}@{t:g}" for t, d in digits if t > call_s]
     if late:
@@ -160,10 +163,14 @@ def _run(cfg: Any, explicit_config: bool, ulaw: bytes, *, server: str | None, ou
         typer.echo(f"cannot start the in-process bridge: {exc}", err=True)
         return 1
     rep = build_report(result)
-    if out is not None:
-        write_pcm16_wav(out, ulaw_to_pcm16(result.heard_ulaw))
-    if report_path is not None:
-        report_path.write_text(json.dumps(rep, indent=1) + "\n")
+    try:
+        if out is not None:
+            write_pcm16_wav(out, ulaw_to_pcm16(result.heard_ulaw))
+        if report_path is not None:
+            report_path.write_text(json.dumps(rep, indent=1) + "\n")
+    except (OSError, RuntimeError) as exc:  # soundfile raises LibsndfileError (a RuntimeError)
+        typer.echo(f"cannot write the output: {exc}", err=True)
+        return 2
     if not quiet:
         render_report(console, rep, result)
     elif not result.ok:
