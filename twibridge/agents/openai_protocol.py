@@ -1,0 +1,350 @@
+"""OpenAI Realtime (GA) messages, sans-IO: text in, events out; calls in, text out.
+
+Only the GA protocol: ``session.update`` with ``session.type = "realtime"``,
+``audio/pcmu`` both ways (μ-law 8 kHz passes through untouched) and the
+``response.output_audio.*`` event names.  The retired beta shapes
+(``g711_ulaw``, ``response.audio.*``, the ``OpenAI-Beta`` header) are never
+produced; a beta-only event from the server is simply an unknown type.
+
+State (one :class:`RealtimeConnection` per WebSocket), kept because barge-in
+and tools need it:
+
+* ``ready`` turns true at ``session.updated``.  Any ``error`` before it is
+  about our ``session.update`` (or the key): retrying cannot help, so it
+  raises :class:`AgentFailed`.
+* the active response (``response.created`` … ``response.done``): on
+  :meth:`~RealtimeConnection.interrupt` it joins ``cancelled`` and its
+  in-flight deltas are dropped until its ``response.done``.
+* audio received per item (ms): ``conversation.item.truncate`` must not
+  overshoot what the server generated (it rejects that), and items from an
+  earlier connection do not exist here, so truncating them is skipped.
+* function calls already answered, by ``call_id``: the call arrives in
+  ``response.function_call_arguments.done`` (with ``name`` in GA) and again
+  in ``response.output_item.done``; whichever names the function first wins.
+
+Tool answers are queued for the I/O layer (:meth:`~RealtimeConnection.data_to_send`),
+the wsproto way, so the session answers OpenAI *before* the bridge acts.
+Errors: the server broke the protocol → :class:`AgentProtocolError`;
+it refuses us for good (bad key, no quota, unknown model) → :class:`AgentFailed`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from twibridge.agents.base import (
+    AgentEvent, AgentFailed, AgentNotice, AgentProtocolError, AudioOut, HangupRequest, ReplyDone,
+    SpeechStarted, Transcript, TransferRequest,
+)
+
+AUDIO_FORMAT = {"type": "audio/pcmu"}
+#: μ-law 8 kHz: 8 bytes per millisecond.
+BYTES_PER_MS = 8
+#: Items whose audio length we remember (older ones cannot be barged into).
+MAX_TRACKED_ITEMS = 32
+#: Error codes that mean "this key/account/model will not work": fall back at once.
+FATAL_ERROR_CODES = frozenset({
+    "invalid_api_key", "insufficient_quota", "model_not_found", "account_deactivated",
+    "organization_deactivated", "unsupported_country_region_territory",
+})
+FATAL_ERROR_TYPES = frozenset({"authentication_error", "permission_error"})
+#: Harmless answers to our own defensive messages (cancel after the response ended).
+QUIET_ERROR_CODES = frozenset({"response_cancel_not_active"})
+
+END_CALL = "end_call"
+TRANSFER = "transfer_to_human"
+#: The only functions the model may call.  ``transfer_to_human`` takes no
+#: number on purpose: a caller must not be able to talk the model into
+#: dialling an arbitrary (premium) number; the bridge uses ``[fallback] dial``.
+TOOLS: tuple[dict[str, Any], ...] = (
+    {
+        "type": "function", "name": END_CALL,
+        "description": "Hang up the phone call. Say goodbye first; call this when the conversation is over.",
+        "parameters": {"type": "object", "properties": {
+            "reason": {"type": "string", "description": "Why the call ends, in a few words."}}},
+    },
+    {
+        "type": "function", "name": TRANSFER,
+        "description": "Transfer the caller to a human agent when they ask for one or you cannot help.",
+        "parameters": {"type": "object", "properties": {
+            "reason": {"type": "string", "description": "Why the caller needs a human, in a few words."}}},
+    },
+)
+
+
+# -- builders (client events) -------------------------------------------------
+
+
+def _dump(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+def build_session_update(model: str, voice: str, instructions: str, transcribe_model: str | None = None) -> str:
+    """The first message: GA session config, μ-law both ways, server VAD, our two tools.
+
+    ``transcribe_model`` (e.g. ``gpt-4o-mini-transcribe``) turns on caller
+    transcripts; off by default because it is billed separately.
+    """
+    audio_in: dict[str, Any] = {"format": AUDIO_FORMAT, "turn_detection": {"type": "server_vad"}}
+    if transcribe_model:
+        audio_in["transcription"] = {"model": transcribe_model}
+    return _dump({"type": "session.update", "session": {
+        "type": "realtime", "model": model, "output_modalities": ["audio"], "instructions": instructions,
+        "audio": {"input": audio_in, "output": {"format": AUDIO_FORMAT, "voice": voice}},
+        "tools": list(TOOLS), "tool_choice": "auto",
+    }})
+
+
+def build_audio_append(ulaw: bytes) -> str:
+    # An f-string: this runs 50 times a second per call (stack-notes: ~10x cheaper than dumps).
+    return '{"type":"input_audio_buffer.append","audio":"' + base64.b64encode(ulaw).decode("ascii") + '"}'
+
+
+def build_response_cancel() -> str:
+    return _dump({"type": "response.cancel"})
+
+
+def build_truncate(item_id: str, audio_end_ms: int) -> str:
+    return _dump({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
+                  "audio_end_ms": audio_end_ms})
+
+
+def build_function_call_output(call_id: str, output: dict[str, Any]) -> str:
+    return _dump({"type": "conversation.item.create",
+                  "item": {"type": "function_call_output", "call_id": call_id, "output": _dump(output)}})
+
+
+def build_response_create() -> str:
+    return _dump({"type": "response.create"})
+
+
+def build_history_item(role: str, text: str) -> str:
+    """A past turn as text, to seed a fresh session after a reconnect (no resume exists)."""
+    kind = "input_text" if role == "user" else "output_text"
+    return _dump({"type": "conversation.item.create",
+                  "item": {"type": "message", "role": "user" if role == "user" else "assistant",
+                           "content": [{"type": kind, "text": text}]}})
+
+
+# -- parsing helpers -----------------------------------------------------------
+
+
+def parse_event(raw: str | bytes) -> dict[str, Any]:
+    """One server message → its JSON object with a string ``type``."""
+    if isinstance(raw, bytes):
+        raise AgentProtocolError("openai: unexpected binary message")
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        raise AgentProtocolError("openai: malformed JSON") from None
+    if not isinstance(event, dict):
+        raise AgentProtocolError("openai: message is not a JSON object")
+    if not isinstance(event.get("type"), str):
+        raise AgentProtocolError("openai: message without a string 'type'")
+    return event
+
+
+def _str(event: dict[str, Any], key: str) -> str:
+    value = event.get(key)
+    if not isinstance(value, str):
+        raise AgentProtocolError(f"openai: {event.get('type')}: '{key}' must be a string")
+    return value
+
+
+def _obj(event: dict[str, Any], key: str) -> dict[str, Any]:
+    value = event.get(key)
+    if not isinstance(value, dict):
+        raise AgentProtocolError(f"openai: {event.get('type')}: '{key}' must be an object")
+    return value
+
+
+def _opt_int(event: dict[str, Any], key: str) -> int | None:
+    value = event.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise AgentProtocolError(f"openai: {event.get('type')}: '{key}' must be an integer")
+    return value
+
+
+def _arguments(raw: Any) -> dict[str, Any]:
+    """The model writes the arguments; bad JSON from it is not a protocol error."""
+    try:
+        args = json.loads(raw) if isinstance(raw, str) and raw else {}
+    except ValueError:
+        return {}
+    return args if isinstance(args, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    """An ``error`` event's payload."""
+
+    type: str
+    code: str
+    message: str
+
+    @property
+    def fatal(self) -> bool:
+        return self.code in FATAL_ERROR_CODES or self.type in FATAL_ERROR_TYPES
+
+
+def parse_error(event: dict[str, Any]) -> ServerError:
+    err = _obj(event, "error")
+    return ServerError(type=str(err.get("type") or ""), code=str(err.get("code") or ""),
+                       message=str(err.get("message") or ""))
+
+
+# -- the connection ------------------------------------------------------------
+
+
+class RealtimeConnection:
+    """One Realtime WebSocket's protocol state (see the module docstring)."""
+
+    def __init__(self, model: str, voice: str, instructions: str, *, transcribe_model: str | None = None) -> None:
+        self.model, self.voice, self.instructions = model, voice, instructions
+        self.transcribe_model = transcribe_model
+        self.ready = False
+        self.active_response: str | None = None
+        self.cancelled: set[str] = set()
+        self._item_ms: OrderedDict[str, int] = OrderedDict()
+        self._answered: set[str] = set()
+        self._outbox: list[str] = []
+
+    # -- to the server --
+
+    def start(self, history: Iterable[Transcript] = ()) -> list[str]:
+        """``session.update``, then past turns as conversation items (after a reconnect)."""
+        return [build_session_update(self.model, self.voice, self.instructions, self.transcribe_model),
+                *(build_history_item(t.role, t.text) for t in history if t.text)]
+
+    def interrupt(self, item_id: str | None, heard_ms: int) -> list[str]:
+        """The caller barged in after hearing ``heard_ms`` of ``item_id``.
+
+        Always ``response.cancel`` (a "not active" answer is harmless and
+        filtered); ``conversation.item.truncate`` only for an item this
+        connection generated, clamped to what it generated, and never at 0
+        (nothing heard: an overshoot-free truncate to 0 is pointless and the
+        reference advice is to skip it).
+        """
+        if self.active_response is not None:
+            self.cancelled.add(self.active_response)
+        out = [build_response_cancel()]
+        generated = self._item_ms.get(item_id) if item_id is not None else None
+        if item_id is not None and generated is not None:
+            end_ms = min(max(heard_ms, 0), generated)
+            if end_ms > 0:
+                out.append(build_truncate(item_id, end_ms))
+        return out
+
+    def data_to_send(self) -> list[str]:
+        """Answers queued by :meth:`receive` (function call outputs); send them first."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    # -- from the server --
+
+    def receive(self, raw: str | bytes) -> list[AgentEvent]:
+        """Parse one server message into zero or more bridge events.
+
+        Raises:
+            AgentProtocolError: not JSON, or a known event with wrong types.
+            AgentFailed: a fatal ``error`` (credentials, quota, model), or
+                any error before the session was configured.
+        """
+        event = parse_event(raw)
+        kind = event["type"]
+        if kind == "response.output_audio.delta":
+            return self._audio_delta(event)
+        if kind == "input_audio_buffer.speech_started":
+            return [SpeechStarted(_opt_int(event, "audio_start_ms"))]
+        if kind == "response.created":
+            self.active_response = _str(_obj(event, "response"), "id")
+            return []
+        if kind == "response.done":
+            return self._response_done(_obj(event, "response"))
+        if kind == "response.output_audio.done":
+            if event.get("response_id") in self.cancelled:
+                return []
+            return [ReplyDone(_str(event, "item_id"))]
+        if kind == "response.output_audio_transcript.done":
+            return [Transcript("assistant", _str(event, "transcript"))]
+        if kind == "conversation.item.input_audio_transcription.completed":
+            return [Transcript("user", _str(event, "transcript"))]
+        if kind == "response.function_call_arguments.done":
+            name = event.get("name")
+            if not isinstance(name, str) or not name:
+                return []  # older servers: the name comes with response.output_item.done
+            return self._function_call(_str(event, "call_id"), name, event.get("arguments"))
+        if kind == "response.output_item.done":
+            item = _obj(event, "item")
+            if item.get("type") != "function_call":
+                return []
+            return self._function_call(_str(item, "call_id"), _str(item, "name"), item.get("arguments"))
+        if kind == "session.updated":
+            self.ready = True
+            return []
+        if kind == "error":
+            return self._error(parse_error(event))
+        return []  # session.created, rate_limits.updated, conversation.item.*, deltas we do not need…
+
+    def _audio_delta(self, event: dict[str, Any]) -> list[AgentEvent]:
+        item_id = _str(event, "item_id")
+        delta = _str(event, "delta")
+        if event.get("response_id") in self.cancelled:
+            return []
+        try:
+            ulaw = base64.b64decode(delta, validate=True)
+        except (binascii.Error, ValueError):
+            raise AgentProtocolError("openai: response.output_audio.delta: 'delta' is not base64") from None
+        self._item_ms[item_id] = self._item_ms.get(item_id, 0) + len(ulaw) // BYTES_PER_MS
+        self._item_ms.move_to_end(item_id)
+        while len(self._item_ms) > MAX_TRACKED_ITEMS:
+            self._item_ms.popitem(last=False)
+        return [AudioOut(item_id, ulaw)] if ulaw else []
+
+    def _response_done(self, response: dict[str, Any]) -> list[AgentEvent]:
+        rid = response.get("id")
+        if rid == self.active_response:
+            self.active_response = None
+        self.cancelled.discard(rid)  # type: ignore[arg-type]
+        if response.get("status") == "failed":
+            details = response.get("status_details")
+            err = details.get("error") if isinstance(details, dict) else None
+            message = str(err.get("message", "")) if isinstance(err, dict) else ""
+            code = str(err.get("code", "")) if isinstance(err, dict) else ""
+            return [AgentNotice(f"response failed: {message or 'no details'}", code or "response_failed")]
+        return []
+
+    def _function_call(self, call_id: str, name: str, arguments: Any) -> list[AgentEvent]:
+        if call_id in self._answered:
+            return []
+        self._answered.add(call_id)
+        args = _arguments(arguments)
+        reason = args.get("reason") if isinstance(args.get("reason"), str) else ""
+        if name == END_CALL:
+            # No response.create: the call is ending, a new reply would be cut off.
+            self._outbox.append(build_function_call_output(call_id, {"ok": True, "status": "hanging up"}))
+            return [HangupRequest(f"{END_CALL}: {reason}" if reason else END_CALL)]
+        if name == TRANSFER:
+            # Let the model tell the caller while the bridge dials.
+            self._outbox += [build_function_call_output(call_id, {"ok": True, "status": "transferring"}),
+                             build_response_create()]
+            return [TransferRequest(None)]
+        self._outbox += [build_function_call_output(call_id, {"ok": False, "error": f"unknown function {name}"}),
+                         build_response_create()]
+        return [AgentNotice(f"model called an undeclared function {name!r}", "unknown_function")]
+
+    def _error(self, err: ServerError) -> list[AgentEvent]:
+        if err.fatal:
+            raise AgentFailed(f"openai refused the session: {err.code or err.type}: {err.message}")
+        if not self.ready:
+            raise AgentFailed(f"openai rejected session.update: {err.code or err.type}: {err.message}")
+        if err.code in QUIET_ERROR_CODES:
+            return []
+        return [AgentNotice(err.message or err.type, err.code or err.type)]
