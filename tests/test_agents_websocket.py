@@ -1,0 +1,213 @@
+"""The websocket provider (protocol v1) against the reference agent, on loopback sockets."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, AsyncIterator
+
+import trio
+import wsproto
+from wsproto.events import AcceptConnection, Request
+
+from fakes import SessionEvents, frames, silence, tone
+from fakes.ref_agent import RefAgent
+from twibridge.agents.base import (
+    AgentDisconnected, AgentFailed, AudioOut, CallInfo, HangupRequest, ReplyDone, SpeechStarted, Transcript,
+    TransferRequest,
+)
+from twibridge.agents.websocket import WebsocketProvider, WebsocketSession
+from twibridge.config import Config, build_config
+
+CALL = CallInfo(call_sid="CA" + "2" * 32, stream_sid="MZ" + "2" * 32, from_number="+15551230000",
+                to_number="+15559870000", params={"lang": "en"})
+TOKEN = "agent-token-0123456789abcdef"
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+UTTERANCE = silence(200) + tone(600) + silence(700)
+
+
+def config(url: str, headers: dict[str, str] = HEADERS) -> Config:
+    return build_config({"agent": {"provider": "websocket", "websocket": {"url": url, "headers": headers}}})
+
+
+@asynccontextmanager
+async def agent_server(**kwargs: Any) -> AsyncIterator[RefAgent]:
+    agent = RefAgent(headers=HEADERS, **kwargs)
+    async with trio.open_nursery() as nursery:
+        await agent.serve(nursery)
+        yield agent
+        await agent.wait_for(lambda: agent.live == 0)
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def session_for(url: str, provider: WebsocketProvider | None = None
+                      ) -> AsyncIterator[tuple[WebsocketSession, SessionEvents]]:
+    provider = provider or WebsocketProvider(config(url))
+    async with trio.open_nursery() as nursery:
+        session = await provider.connect(CALL, nursery)
+        events = SessionEvents(session)
+        nursery.start_soon(events.run)
+        try:
+            yield session, events
+        finally:
+            with trio.move_on_after(2, shield=True):
+                await session.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def connect_error(url: str, headers: dict[str, str] = HEADERS) -> Exception:
+    async with trio.open_nursery() as nursery:
+        try:
+            await WebsocketProvider(config(url, headers)).connect(CALL, nursery)
+        except (AgentDisconnected, AgentFailed) as exc:
+            return exc
+    raise AssertionError("connect succeeded")
+
+
+async def speak(session: WebsocketSession, audio: bytes = UTTERANCE) -> None:
+    for frame in frames(audio):
+        await session.send_audio(frame)
+
+
+async def test_start_first_with_call_and_headers_then_stop() -> None:
+    with trio.fail_after(10):
+        async with agent_server() as agent, session_for(agent.url):
+            await agent.wait_for(lambda: agent.received)
+    assert agent.upgrades[0]["authorization"] == f"Bearer {TOKEN}"
+    assert agent.received[0] == {
+        "type": "start", "version": 1,
+        "call": {"call_sid": CALL.call_sid, "stream_sid": CALL.stream_sid, "from": "+15551230000",
+                 "to": "+15559870000", "params": {"lang": "en"}},
+        "audio": {"encoding": "mulaw", "sample_rate": 8000}}
+    assert agent.received[-1] == {"type": "stop"}
+
+
+async def test_audio_flows_both_ways() -> None:
+    with trio.fail_after(10):
+        async with agent_server(reply_ms=800) as agent, session_for(agent.url) as (session, events):
+            await speak(session)
+            await events.wait_for(lambda: len(events.of(Transcript)) == 2)
+    assert bytes(agent.audio_in) == UTTERANCE and agent.audio_frames == len(frames(UTTERANCE))
+    audio = events.of(AudioOut)
+    assert {a.item_id for a in audio} == {"reply-1"} and b"".join(a.ulaw for a in audio) == tone(800)
+    assert events.of(ReplyDone) == [ReplyDone("reply-1")]
+    assert events.of(Transcript) == [Transcript("user", "(800 ms of speech)"),
+                                     Transcript("assistant", "(800 ms reply)")]
+
+
+async def test_interrupt_and_marks_reach_the_agent_and_late_audio_is_dropped() -> None:
+    with trio.fail_after(10):
+        async with agent_server(reply_ms=5000, pace_s=0.02) as agent, session_for(agent.url) as (session, events):
+            await speak(session)
+            await events.wait_for(lambda: len(events.of(AudioOut)) >= 3)
+            await session.mark_played("reply-1", 100)
+            await session.interrupt("reply-1", 180)
+            n_audio = len(events.of(AudioOut))
+            await agent.wait_for(lambda: agent.of_type("interrupt"))
+            await session.send_dtmf("5")
+            await agent.wait_for(lambda: agent.of_type("dtmf"))
+    assert agent.of_type("mark") == [{"type": "mark", "item_id": "reply-1", "played_ms": 100}]
+    assert agent.of_type("interrupt") == [{"type": "interrupt", "item_id": "reply-1", "heard_ms": 180}]
+    assert len(events.of(AudioOut)) == n_audio and events.of(ReplyDone) == []
+
+
+async def test_agent_side_barge_in_is_speech_started() -> None:
+    with trio.fail_after(10):
+        async with agent_server(reply_ms=5000, pace_s=0.02) as agent, session_for(agent.url) as (session, events):
+            await speak(session)
+            await events.wait_for(lambda: events.of(AudioOut))
+            await speak(session, tone(200))
+            await events.wait_for(lambda: events.of(SpeechStarted))
+    assert events.of(SpeechStarted) == [SpeechStarted(None)]
+
+
+async def test_hangup_and_transfer_from_dtmf() -> None:
+    with trio.fail_after(10):
+        async with agent_server() as agent, session_for(agent.url) as (session, events):
+            await session.send_dtmf("0")
+            await events.wait_for(lambda: events.of(TransferRequest))
+            await session.send_dtmf("#")
+            await events.wait_for(lambda: events.of(HangupRequest))
+    assert events.of(TransferRequest) == [TransferRequest("+15550001111")]
+    assert events.of(HangupRequest) == [HangupRequest("caller pressed #")]
+
+
+async def test_fatal_agent_error_is_agent_failed() -> None:
+    with trio.fail_after(10):
+        async with agent_server() as agent:
+            agent.refuse_call = "number not in service"
+            async with session_for(agent.url) as (session, events):
+                await events.wait_for(lambda: events.error)
+    assert isinstance(events.error, AgentFailed) and "number not in service" in str(events.error)
+
+
+async def test_refusals_and_unreachable() -> None:
+    with trio.fail_after(10):
+        async with agent_server() as agent:
+            bad = await connect_error(agent.url, {"Authorization": "Bearer nope"})
+            assert type(bad) is AgentFailed and "401" in str(bad)
+            agent.reject_status = 503
+            busy = await connect_error(agent.url)
+            assert type(busy) is AgentDisconnected and "503" in str(busy)
+        gone = await connect_error("ws://127.0.0.1:1/agent")
+        assert type(gone) is AgentDisconnected
+        assert type(await connect_error("http://127.0.0.1:1/agent")) is AgentFailed
+
+
+async def test_drop_mid_call_is_agent_disconnected() -> None:
+    with trio.fail_after(10):
+        async with agent_server() as agent, session_for(agent.url) as (session, events):
+            agent.drop_after_frames = 10
+            try:
+                await speak(session, silence(2000))
+            except AgentDisconnected:
+                pass
+            await events.wait_for(lambda: events.error)
+    assert isinstance(events.error, AgentDisconnected)
+
+
+async def test_keepalive_pings_a_live_agent_without_trouble() -> None:
+    with trio.fail_after(10):
+        async with agent_server() as agent:
+            provider = WebsocketProvider(config(agent.url))
+            provider.ping_interval_s, provider.pong_timeout_s = 0.02, 1.0
+            async with session_for(agent.url, provider) as (session, events):
+                await trio.sleep(0.2)  # several ping/pong rounds: the thing under test is time itself
+                await speak(session)
+                await events.wait_for(lambda: events.of(ReplyDone))
+                assert events.error is None
+
+
+async def test_keepalive_detects_an_agent_that_stopped_answering() -> None:
+    """A peer that completes the handshake and then ignores everything, pings included."""
+
+    async def deaf(stream: trio.SocketStream) -> None:
+        ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        async with stream:
+            while data := await stream.receive_some(65536):
+                ws.receive_data(data)
+                for event in ws.events():
+                    if isinstance(event, Request):
+                        await stream.send_all(ws.send(AcceptConnection()))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(trio.serve_tcp, deaf, 0, host="127.0.0.1"))
+            port = listeners[0].socket.getsockname()[1]
+            provider = WebsocketProvider(config(f"ws://127.0.0.1:{port}/agent"))
+            provider.ping_interval_s, provider.pong_timeout_s = 0.05, 0.2
+            async with session_for("", provider) as (session, events):
+                await events.wait_for(lambda: events.error)
+            nursery.cancel_scope.cancel()
+    assert isinstance(events.error, AgentDisconnected) and "no pong" in str(events.error)
+
+
+async def test_header_secrets_absent_from_logs(captured_logs: Any) -> None:
+    with trio.fail_after(10):
+        async with agent_server() as agent:
+            async with session_for(agent.url) as (session, events):
+                await speak(session)
+                await events.wait_for(lambda: events.of(ReplyDone))
+            await connect_error(agent.url, {"Authorization": "Bearer wrong-token-abcdef"})
+    assert TOKEN not in captured_logs.text and "wrong-token-abcdef" not in captured_logs.text

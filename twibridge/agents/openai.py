@@ -1,0 +1,127 @@
+"""The ``openai`` provider: OpenAI Realtime (GA) over a WebSocket.
+
+Thin I/O around :mod:`twibridge.agents.openai_protocol`: connect to
+``{url}?model={model}`` with ``Authorization: Bearer <key>`` (the key goes
+into that header and nowhere else: never a URL, a log line or an error
+message), send ``session.update``, wait for ``session.updated`` (so a
+refused config fails the connect, where the supervisor falls back at once,
+instead of mid-call), then pump.
+
+Reconnects start empty (OpenAI has no resume), so the provider, which lives
+as long as the call, keeps the last transcripts and seeds a fresh session
+with them as conversation items.  Assistant transcripts always arrive;
+caller transcripts only when input transcription is enabled
+(:attr:`OpenAIProvider.transcribe_model`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import trio
+
+from twibridge.agents.base import AgentEvent, AgentFailed, CallInfo, HangupRequest, Transcript, TransferRequest
+from twibridge.agents.openai_protocol import RealtimeConnection, build_audio_append
+from twibridge.agents.websocket import AgentSocket
+from twibridge.config import Config
+from twibridge.logs import get_logger
+
+log = get_logger("twibridge.agent")
+
+#: Past turns replayed into a fresh session after a reconnect.
+HISTORY_TURNS = 40
+
+
+def realtime_url(base: str, model: str) -> str:
+    """``base`` plus ``model=…`` in its query (kept if the URL already has one)."""
+    parts = urlsplit(base)
+    if "model=" in parts.query:
+        return base
+    query = "&".join(q for q in (parts.query, urlencode({"model": model})) if q)
+    return urlunsplit(parts._replace(query=query))
+
+
+class OpenAISession:
+    """One Realtime connection for one call."""
+
+    def __init__(self, sock: AgentSocket, proto: RealtimeConnection, history: deque[Transcript]) -> None:
+        self.sock = sock
+        self.proto = proto
+        self.history = history
+        self._pending: deque[AgentEvent] = deque()
+
+    async def handshake(self, history: list[Transcript]) -> None:
+        """``session.update`` (+ history), then wait for ``session.updated``.
+
+        Events that arrive before it (none expected) are kept for :meth:`receive`.
+        """
+        await self.sock.send(*self.proto.start(history))
+        while not self.proto.ready:
+            self._pending.extend(await self._next())
+
+    async def send_audio(self, ulaw: bytes) -> None:
+        await self.sock.send(build_audio_append(ulaw))
+
+    async def send_dtmf(self, digit: str) -> None:
+        return None  # the Realtime API has no DTMF input
+
+    async def interrupt(self, item_id: str | None, heard_ms: int) -> None:
+        messages = self.proto.interrupt(item_id, heard_ms)
+        log.info("agent.openai.interrupt", item_id=item_id, heard_ms=heard_ms, truncate=len(messages) > 1)
+        await self.sock.send(*messages)
+
+    async def mark_played(self, item_id: str, played_ms: int) -> None:
+        return None  # the heard position only matters at barge-in (interrupt)
+
+    async def receive(self) -> AgentEvent:
+        while not self._pending:
+            self._pending.extend(await self._next())
+        return self._pending.popleft()
+
+    async def _next(self) -> list[AgentEvent]:
+        events = self.proto.receive(await self.sock.receive())
+        replies = self.proto.data_to_send()
+        if replies:
+            # Answer the function call before the bridge acts on it (e.g. hangs up).
+            await self.sock.send(*replies)
+        for ev in events:
+            if isinstance(ev, Transcript) and ev.text:
+                self.history.append(ev)
+            elif isinstance(ev, (HangupRequest, TransferRequest)):
+                log.info("agent.openai.tool_call", request=type(ev).__name__)
+        return events
+
+    async def aclose(self) -> None:
+        await self.sock.aclose()
+
+
+class OpenAIProvider:
+    """``[agent] provider = "openai"``; one instance per call (it keeps that call's history)."""
+
+    name = "openai"
+    #: e.g. "gpt-4o-mini-transcribe" to get caller transcripts (billed separately).
+    transcribe_model: str | None = None
+
+    def __init__(self, config: Config) -> None:
+        cfg = config.agent.openai
+        self.url = realtime_url(cfg.url, cfg.model)
+        self.model, self.voice, self.instructions = cfg.model, cfg.voice, cfg.instructions
+        self._api_key = cfg.api_key  # a SecretStr until the moment the header is built
+        self.history: deque[Transcript] = deque(maxlen=HISTORY_TURNS)
+
+    async def connect(self, call: CallInfo, nursery: trio.Nursery) -> OpenAISession:
+        key = self._api_key.get_secret_value()
+        if not key:
+            raise AgentFailed("openai: no API key configured")
+        sock = await AgentSocket.open(nursery, self.url, {"Authorization": f"Bearer {key}"}, "openai")
+        proto = RealtimeConnection(self.model, self.voice, self.instructions, transcribe_model=self.transcribe_model)
+        session = OpenAISession(sock, proto, self.history)
+        try:
+            await session.handshake(list(self.history))
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await sock.aclose()
+            raise
+        log.info("agent.openai.session_ready", model=self.model, voice=self.voice, history_turns=len(self.history))
+        return session

@@ -1,0 +1,230 @@
+"""The ``websocket`` provider: a self-hosted agent speaking twibridge protocol v1.
+
+Thin I/O around :mod:`twibridge.agents.websocket_protocol` (spec:
+``docs/agent-protocol.md``).  Also home of :class:`AgentSocket`, the client
+WebSocket every WebSocket provider uses (OpenAI too), because the awkward
+part is the same for all of them: ``connect_ws`` is a context manager, but
+``AgentProvider.connect`` must *return* a session whose background work
+lives in the supervisor's nursery.  So a task in that nursery enters
+``connect_ws``, hands the connection back through ``nursery.start`` and
+holds it open until the session is closed or the nursery cancelled; the
+handshake therefore stays under the supervisor's connect timeout, and the
+TCP stream is always closed (``connect_ws`` owns it).
+
+Nothing here may raise into the supervisor's nursery (that would end the
+call): a broken keepalive cancels the pending :meth:`AgentSocket.receive`,
+which raises :class:`AgentDisconnected` like any other drop.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Mapping
+
+import trio
+from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, WebSocketConnection
+
+from twibridge.agents.base import AgentDisconnected, AgentEvent, AgentFailed, CallInfo
+from twibridge.agents.websocket_protocol import (
+    AgentConnection, build_dtmf, build_mark, build_start, build_stop,
+)
+from twibridge.config import Config
+from twibridge.logs import get_logger
+from twibridge.wsclient import connect_ws
+
+log = get_logger("twibridge.agent")
+
+#: WS ping cadence and patience (the protocol's keepalive; audio alone does
+#: not prove the agent is alive, e.g. a hung process behind a live proxy).
+PING_INTERVAL_S = 15.0
+PONG_TIMEOUT_S = 10.0
+#: Bound on our close handshake (the supervisor also bounds ``aclose``).
+CLOSE_TIMEOUT_S = 2.0
+BROKEN_CLOSE_TIMEOUT_S = 0.1
+#: HTTP statuses at the upgrade that a retry may fix; every other 4xx is final.
+RETRYABLE_4XX = frozenset({408, 425, 429})
+
+
+def rejection_error(label: str, status: int) -> AgentFailed | AgentDisconnected:
+    """Map an HTTP status refusing the upgrade to "fall back now" or "retry"."""
+    if status in (401, 403):
+        return AgentFailed(f"{label} refused the credentials (HTTP {status})")
+    if 400 <= status < 500 and status not in RETRYABLE_4XX:
+        return AgentFailed(f"{label} refused the connection (HTTP {status})")
+    return AgentDisconnected(f"{label} refused the connection (HTTP {status})")
+
+
+def _single(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+class AgentSocket:
+    """One client WebSocket to an agent; see the module docstring for its life."""
+
+    def __init__(self, ws: WebSocketConnection, label: str) -> None:
+        self.ws = ws
+        self.label = label
+        self._done = trio.Event()
+        self._send_lock = trio.Lock()  # multi-message sequences (cancel + truncate) stay together
+        self._broken: str | None = None
+        self._receive_scope: trio.CancelScope | None = None
+
+    @classmethod
+    async def open(cls, nursery: trio.Nursery, url: str, headers: Mapping[str, str], label: str) -> AgentSocket:
+        """Connect (bounded by the caller's cancel scope); the socket lives in ``nursery``.
+
+        Raises:
+            AgentFailed: the URL is unusable, or the upgrade was refused for good (401/403/4xx).
+            AgentDisconnected: network error, 5xx/429, or a broken handshake.
+        """
+        try:
+            sock: AgentSocket = await nursery.start(cls._hold, url, dict(headers), label)
+            return sock
+        except Exception as exc:
+            inner = _single(exc)
+            if isinstance(inner, ConnectionRejected):
+                raise rejection_error(label, inner.status_code) from None
+            if isinstance(inner, HandshakeError):
+                raise AgentDisconnected(f"{label}: WebSocket handshake failed ({inner.__class__.__name__})") from None
+            if isinstance(inner, OSError):
+                raise AgentDisconnected(f"{label}: cannot connect: {inner}") from None
+            if isinstance(inner, ValueError):
+                raise AgentFailed(f"{label}: bad URL: {inner}") from None
+            raise
+
+    @classmethod
+    async def _hold(cls, url: str, headers: dict[str, str], label: str,
+                    task_status: trio.TaskStatus[AgentSocket] = trio.TASK_STATUS_IGNORED) -> None:
+        started = False
+        try:
+            async with connect_ws(url, headers, close_timeout=CLOSE_TIMEOUT_S) as ws:
+                sock = cls(ws, label)
+                task_status.started(sock)
+                started = True
+                await sock._done.wait()
+        except Exception as exc:
+            if not started:
+                raise
+            # Closing failed oddly; the stream is closed regardless.  Never
+            # let it reach the supervisor's nursery.
+            log.debug("agent.socket_close_error", agent=label, error=exc.__class__.__name__)
+
+    async def send(self, *messages: str | bytes) -> None:
+        """Send in order, atomically with respect to other senders."""
+        if self._broken is not None:
+            raise AgentDisconnected(f"{self.label}: {self._broken}")
+        async with self._send_lock:
+            try:
+                for message in messages:
+                    await self.ws.send_message(message)
+            except ConnectionClosed as exc:
+                raise AgentDisconnected(self._closed(exc)) from None
+
+    async def receive(self) -> str | bytes:
+        """The next message.  Raises :class:`AgentDisconnected` once the connection is over."""
+        if self._broken is None:
+            with trio.CancelScope() as scope:
+                self._receive_scope = scope
+                try:
+                    return await self.ws.get_message()
+                except ConnectionClosed as exc:
+                    raise AgentDisconnected(self._closed(exc)) from None
+                finally:
+                    self._receive_scope = None
+        raise AgentDisconnected(f"{self.label}: {self._broken}")
+
+    def _closed(self, exc: ConnectionClosed) -> str:
+        reason = exc.reason
+        if reason is None:
+            return f"{self.label} closed the connection"
+        text = f" ({reason.reason})" if reason.reason else ""
+        return f"{self.label} closed the connection: code {reason.code}{text}"
+
+    async def keepalive(self, interval_s: float = PING_INTERVAL_S, timeout_s: float = PONG_TIMEOUT_S) -> None:
+        """Ping every ``interval_s``; no pong within ``timeout_s`` breaks the socket."""
+        while True:
+            await trio.sleep(interval_s)
+            with trio.move_on_after(timeout_s) as scope:
+                try:
+                    await self.ws.ping()
+                except ConnectionClosed:
+                    return  # receive() reports the close
+            if scope.cancelled_caught:
+                self._broken = f"no pong within {timeout_s:g}s"
+                if self._receive_scope is not None:
+                    self._receive_scope.cancel(reason="keepalive failed")
+                return
+
+    async def aclose(self, final: str | None = None, code: int = 1000) -> None:
+        """Send ``final`` (best effort), close the WebSocket, release the holder task.
+
+        A peer that stopped answering pings will not answer a close either:
+        cut that handshake short (a cancelled close still closes the stream).
+        """
+        try:
+            with trio.move_on_after(CLOSE_TIMEOUT_S if self._broken is None else BROKEN_CLOSE_TIMEOUT_S):
+                if final is not None and self._broken is None:
+                    try:
+                        async with self._send_lock:
+                            await self.ws.send_message(final)
+                    except ConnectionClosed:
+                        pass
+                await self.ws.aclose(code)
+        finally:
+            self._done.set()
+
+
+class WebsocketSession:
+    """One call's connection to a self-hosted agent."""
+
+    def __init__(self, sock: AgentSocket) -> None:
+        self.sock = sock
+        self.proto = AgentConnection()
+        self._pending: deque[AgentEvent] = deque()
+
+    async def send_audio(self, ulaw: bytes) -> None:
+        await self.sock.send(ulaw)
+
+    async def send_dtmf(self, digit: str) -> None:
+        await self.sock.send(build_dtmf(digit))
+
+    async def interrupt(self, item_id: str | None, heard_ms: int) -> None:
+        await self.sock.send(self.proto.interrupt(item_id, heard_ms))
+
+    async def mark_played(self, item_id: str, played_ms: int) -> None:
+        await self.sock.send(build_mark(item_id, played_ms))
+
+    async def receive(self) -> AgentEvent:
+        # One message yields at most one event, so _pending stays tiny.
+        while not self._pending:
+            self._pending.extend(self.proto.receive(await self.sock.receive()))
+        return self._pending.popleft()
+
+    async def aclose(self) -> None:
+        await self.sock.aclose(final=build_stop())
+
+
+class WebsocketProvider:
+    """``[agent] provider = "websocket"``: dial ``[agent.websocket] url`` with its headers."""
+
+    name = "websocket"
+
+    def __init__(self, config: Config) -> None:
+        self.url = config.agent.websocket.url
+        # Header values are secrets (tokens): only ever handed to the socket.
+        self._headers = {k: v.get_secret_value() for k, v in config.agent.websocket.headers.items()}
+        self.ping_interval_s = PING_INTERVAL_S
+        self.pong_timeout_s = PONG_TIMEOUT_S
+
+    async def connect(self, call: CallInfo, nursery: trio.Nursery) -> WebsocketSession:
+        sock = await AgentSocket.open(nursery, self.url, self._headers, "agent")
+        try:
+            await sock.send(build_start(call))
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await sock.aclose()
+            raise
+        nursery.start_soon(sock.keepalive, self.ping_interval_s, self.pong_timeout_s)
+        return WebsocketSession(sock)
