@@ -1,0 +1,406 @@
+"""VAPI's ``vapi.websocket`` transport as a sans-IO message layer.
+
+No sockets, no clock: :func:`build_create_call` / :func:`parse_create_call`
+cover ``POST {base_url}/call``; :class:`VapiStream` turns what arrives on the
+call's WebSocket into :data:`~twibridge.agents.base.AgentEvent` s; the
+``*_message`` builders make what we send.  ``agents/vapi.py`` does the I/O.
+
+The rules this module encodes (agent-providers.md, VAPI section):
+
+* Audio is binary frames both ways, μ-law 8 kHz raw (negotiated in the
+  ``transport.audioFormat`` of the create-call body), passed through untouched.
+* VAPI's audio carries no item ids, but the bridge cancels replies *by item*.
+  So items are synthesised per assistant turn: a new item starts with the
+  first audio after ``user-interrupted`` or after the assistant's
+  ``speech-update`` stopped (which also yields ``ReplyDone``), and after the
+  bridge's own barge-in (:meth:`VapiStream.interrupted_locally`) — otherwise
+  the rest of a turn VAPI keeps sending would be dropped as "cancelled".
+* JSON control messages come flat or wrapped as ``{"message": {...}}``
+  (docs examples vs the OpenAPI schema); both parse.  We send flat.
+* ``hang`` means the assistant is *stalled*, never a hang-up: it becomes an
+  :class:`AgentNotice`; :data:`MAX_CONSECUTIVE_HANGS` in a row without any
+  assistant audio in between raise :class:`AgentFailed` so the caller gets
+  the fallback instead of dead air.
+* The first terminal request wins: after a hang-up or transfer request,
+  VAPI's own ``status-update`` ended / ``end-of-call-report`` must not turn a
+  transfer into a hang-up, so later terminal messages are ignored.
+* A VAPI call that ends with an error reason (``pipeline-error-…``) is the
+  provider failing, not the assistant hanging up: :class:`AgentDisconnected`,
+  so the supervisor reconnects (and falls back if that keeps failing).
+* The ``websocketCallUrl`` (and the call id inside it) is a credential:
+  :class:`VapiCall` never shows it in a repr, and no error message quotes it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from twibridge.agents.base import (
+    AgentDisconnected, AgentEvent, AgentFailed, AgentNotice, AgentProtocolError, AudioOut, CallInfo,
+    HangupRequest, ReplyDone, SpeechStarted, Transcript, TransferRequest,
+)
+
+CALL_PATH = "/call"
+#: μ-law 8 kHz raw both ways: Twilio's payloads pass through untouched.
+TRANSPORT: dict[str, Any] = {
+    "provider": "vapi.websocket",
+    "audioFormat": {"format": "mulaw", "container": "raw", "sampleRate": 8000},
+}
+#: The socket messages we act on; set per call so an assistant configured
+#: without them (VAPI's default list lacks some) still barges in and ends.
+CLIENT_MESSAGES: tuple[str, ...] = (
+    "speech-update", "user-interrupted", "transcript", "tool-calls", "transfer-update", "status-update", "hang",
+)
+#: Stalls in a row (no assistant audio between them) before we give up.
+MAX_CONSECUTIVE_HANGS = 3
+#: Custom tool names the assistant calls to end / transfer (plus VAPI's built-in names).
+END_CALL_TOOLS = frozenset({"end_call", "endCall"})
+TRANSFER_TOOLS = frozenset({"transfer_to_human", "transferCall"})
+#: Bound on tool calls read from one message (only the first terminal one matters).
+MAX_TOOL_CALLS = 16
+#: Longest provider error text we repeat (it ends up in logs and call summaries).
+MAX_ERROR_CHARS = 200
+
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+_SILENCE = b"\xff\x7f"  # μ-law +0 / -0
+
+
+@dataclass(frozen=True, slots=True)
+class VapiCall:
+    """A created VAPI call.  Both fields are secrets (the id is in the URL)."""
+
+    id: str = field(repr=False)
+    websocket_url: str = field(repr=False)
+
+
+# -- POST /call ----------------------------------------------------------------
+
+
+def build_create_call(
+    assistant_id: str,
+    assistant: Mapping[str, Any] | None,
+    call: CallInfo,
+    *,
+    reconnect: bool = False,
+) -> dict[str, Any]:
+    """The ``POST /call`` JSON body for one (re)connection.
+
+    An inline ``assistant`` wins over ``assistant_id`` (config validation
+    requires one).  ``assistantOverrides`` enables the socket messages we
+    need, hands the call's identity to the assistant as template variables
+    (``{{twilioCallSid}}``, ``{{callerNumber}}``, ``{{calledNumber}}``) and,
+    on a mid-call reconnect, stops a fresh assistant from greeting again.
+    ``phoneNumber``/``phoneNumberId`` are never sent: VAPI refuses them with
+    this transport.
+    """
+    body: dict[str, Any] = {}
+    if assistant:
+        body["assistant"] = dict(assistant)
+    elif assistant_id:
+        body["assistantId"] = assistant_id
+    else:
+        raise ValueError("agent.vapi: assistant_id or an inline assistant is required")
+    overrides: dict[str, Any] = {
+        "clientMessages": list(CLIENT_MESSAGES),
+        "variableValues": {
+            "twilioCallSid": call.call_sid, "callerNumber": call.from_number, "calledNumber": call.to_number,
+        },
+    }
+    if reconnect:
+        overrides["firstMessageMode"] = "assistant-waits-for-user"
+    body["assistantOverrides"] = overrides
+    body["transport"] = json.loads(json.dumps(TRANSPORT))  # a copy callers may not mutate ours through
+    return body
+
+
+def error_text(body: bytes) -> str:
+    """VAPI's error message (``{"message": str | [str], "error": ...}``), shortened."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        text = body.decode("utf-8", "replace").strip()
+    else:
+        msg = data.get("message") if isinstance(data, dict) else None
+        if isinstance(msg, list):
+            text = "; ".join(str(m) for m in msg)
+        elif msg:
+            text = str(msg)
+        elif isinstance(data, dict) and data.get("error"):
+            text = str(data["error"])
+        else:
+            text = ""
+    text = " ".join(text.split())
+    return text[:MAX_ERROR_CHARS] + ("…" if len(text) > MAX_ERROR_CHARS else "")
+
+
+def parse_create_call(status: int, body: bytes) -> VapiCall:
+    """Interpret the ``POST /call`` reply.
+
+    Raises:
+        AgentFailed: VAPI refused (400/401/402/403/404/422…): a new attempt
+            would be refused too — bad key, unknown assistant, bad config.
+        AgentDisconnected: 408/429/5xx — a later attempt may work.
+        AgentProtocolError: a 2xx without a usable ``transport.websocketCallUrl``.
+    """
+    if 200 <= status < 300:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise AgentProtocolError("vapi /call: reply is not JSON") from None
+        transport = data.get("transport") if isinstance(data, dict) else None
+        url = transport.get("websocketCallUrl") if isinstance(transport, dict) else None
+        call_id = data.get("id") if isinstance(data, dict) else None
+        if not isinstance(url, str) or not url.startswith(("wss://", "ws://")):
+            raise AgentProtocolError("vapi /call: reply has no ws(s):// transport.websocketCallUrl")
+        if not isinstance(call_id, str) or not call_id:
+            raise AgentProtocolError("vapi /call: reply has no call id")
+        return VapiCall(id=call_id, websocket_url=url)
+    detail = error_text(body)
+    suffix = f": {detail}" if detail else ""
+    if status in (401, 403):
+        raise AgentFailed(f"vapi refused the API key (HTTP {status}); check agent.vapi.api_key "
+                          f"(the private key){suffix}")
+    if status in (408, 429) or status >= 500:
+        raise AgentDisconnected(f"vapi /call failed (HTTP {status}){suffix}")
+    if 400 <= status < 500:
+        raise AgentFailed(f"vapi refused the call (HTTP {status}){suffix}")
+    raise AgentDisconnected(f"vapi /call: unexpected HTTP {status}")
+
+
+# -- messages we send --------------------------------------------------------------
+
+
+def _dump(msg: Mapping[str, Any]) -> str:
+    return json.dumps(msg, separators=(",", ":"))
+
+
+def end_call_message() -> str:
+    """Ask VAPI to end its side of the call (``hangup`` in older docs)."""
+    return _dump({"type": "end-call"})
+
+
+def say_message(content: str, end_call_after: bool = False) -> str:
+    return _dump({"type": "say", "content": content, "endCallAfterSpoken": end_call_after})
+
+
+def add_message(role: str, content: str, trigger_response: bool = False) -> str:
+    """Add to the conversation without (by default) making the assistant speak."""
+    return _dump({"type": "add-message", "message": {"role": role, "content": content},
+                  "triggerResponseEnabled": trigger_response})
+
+
+# -- messages we receive -------------------------------------------------------------
+
+
+def unwrap(data: Any) -> dict[str, Any]:
+    """A control message as a flat dict (``{"message": {...}}`` unwrapped)."""
+    if not isinstance(data, dict):
+        raise AgentProtocolError(f"vapi: control message is not a JSON object ({type(data).__name__})")
+    if "type" not in data and isinstance(data.get("message"), dict):
+        data = data["message"]
+    if not isinstance(data.get("type"), str):
+        raise AgentProtocolError("vapi: control message without a type")
+    return data
+
+
+def _tool_calls(msg: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(name, arguments)`` of each tool call, in any of VAPI's shapes.
+
+    ``toolCallList`` items are ``{id, name, parameters}`` (docs) or
+    ``{id, type: "function", function: {name, arguments}}`` (schema) with
+    ``arguments`` an object or a JSON string; ``toolWithToolCallList`` wraps
+    the latter as ``{toolCall: {...}}``.
+    """
+    items = msg.get("toolCallList")
+    if not isinstance(items, list):
+        wrapped = msg.get("toolWithToolCallList")
+        items = [w.get("toolCall") for w in wrapped if isinstance(w, dict)] if isinstance(wrapped, list) else []
+    out = []
+    for item in items[:MAX_TOOL_CALLS]:
+        if not isinstance(item, dict):
+            continue
+        fn = item.get("function") if isinstance(item.get("function"), dict) else {}
+        name = item.get("name") or fn.get("name")
+        args: Any = item.get("parameters") or item.get("arguments") or fn.get("arguments") or {}
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except ValueError:
+                args = {}
+        if isinstance(name, str):
+            out.append((name, args if isinstance(args, dict) else {}))
+    return out
+
+
+def transfer_target(args: Mapping[str, Any]) -> str | None:
+    """An E.164 number from a transfer request, else None (→ ``[fallback] dial``).
+
+    The model chose it, so it is checked: anything that is not a plain E.164
+    number (a SIP URI, an assistant name, text) falls back to the configured
+    human line rather than reaching the ``<Dial>``.
+    """
+    for key in ("to", "number", "phoneNumber", "destination"):
+        value = args.get(key)
+        if isinstance(value, dict):
+            value = value.get("number")
+        if isinstance(value, str) and _E164.match(value.strip()):
+            return value.strip()
+    return None
+
+
+def is_silence(frame: bytes) -> bool:
+    """Digital silence only (μ-law ±0): never mistakes quiet speech for nothing."""
+    return not frame.strip(_SILENCE)
+
+
+class VapiStream:
+    """One VAPI socket's state: turns → item ids, stalls, the first terminal request.
+
+    Feed it every frame (:meth:`audio`, :meth:`text`); it returns the events
+    for the bridge.  Counters are for logs and call summaries.
+    """
+
+    def __init__(self, item_prefix: str = "vapi") -> None:
+        self.item_prefix = item_prefix
+        self.turns = 0
+        self.item: str | None = None
+        self.speaking = False
+        self.ending: str | None = None  # "hangup" | "transfer" once requested
+        self.hangs = 0
+        self.consecutive_hangs = 0
+        self.interruptions = 0
+        self.silence_dropped = 0
+        self.ignored: dict[str, int] = {}
+
+    # -- audio -------------------------------------------------------------------
+
+    def audio(self, data: bytes) -> list[AgentEvent]:
+        if not data:
+            return []
+        if not self.speaking and is_silence(data):
+            # Between turns, silence is not a reply: as an item it would keep
+            # the bridge believing the assistant talks (gating barge-in).
+            self.silence_dropped += 1
+            return []
+        self.speaking = True
+        self.consecutive_hangs = 0
+        if self.item is None:
+            self.turns += 1
+            self.item = f"{self.item_prefix}-{self.turns}"
+        return [AudioOut(self.item, data)]
+
+    def interrupted_locally(self) -> None:
+        """The bridge cut the assistant off itself: later audio is a new item."""
+        self.item = None
+        self.speaking = False
+
+    def _end_item(self) -> list[AgentEvent]:
+        item, self.item, self.speaking = self.item, None, False
+        return [ReplyDone(item)] if item is not None else []
+
+    # -- control messages --------------------------------------------------------------
+
+    def text(self, raw: str | bytes) -> list[AgentEvent]:
+        """One JSON control message → events.
+
+        Raises:
+            AgentProtocolError: not JSON, not an object, or no ``type``.
+            AgentDisconnected: VAPI ended the call with an error reason.
+            AgentFailed: the assistant stalled :data:`MAX_CONSECUTIVE_HANGS` times in a row.
+        """
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise AgentProtocolError("vapi: control message is not JSON") from None
+        msg = unwrap(data)
+        kind = msg["type"]
+        handler = _HANDLERS.get(kind)
+        if handler is None:
+            self.ignored[kind] = self.ignored.get(kind, 0) + 1
+            return []
+        return handler(self, msg)
+
+    def _user_interrupted(self, msg: Mapping[str, Any]) -> list[AgentEvent]:
+        self.interruptions += 1
+        self.item, self.speaking = None, False
+        return [SpeechStarted()]
+
+    def _speech_update(self, msg: Mapping[str, Any]) -> list[AgentEvent]:
+        if msg.get("role") != "assistant":
+            return []  # user speech: VAPI says user-interrupted when it matters
+        if msg.get("status") == "started":
+            # Audio may precede this message: keep an open item, do not split it.
+            self.speaking = True
+            return []
+        if msg.get("status") == "stopped":
+            return self._end_item()
+        return []
+
+    def _transcript(self, msg: Mapping[str, Any]) -> list[AgentEvent]:
+        if msg.get("transcriptType", "final") != "final":
+            return []
+        text, role = msg.get("transcript"), msg.get("role")
+        if not isinstance(text, str) or not text.strip() or role not in ("user", "assistant"):
+            return []
+        return [Transcript(role=role, text=text.strip())]
+
+    def _hang(self, msg: Mapping[str, Any]) -> list[AgentEvent]:
+        self.hangs += 1
+        self.consecutive_hangs += 1
+        if self.consecutive_hangs >= MAX_CONSECUTIVE_HANGS:
+            raise AgentFailed(f"vapi assistant stalled: {self.consecutive_hangs} hang notices in a row")
+        return [AgentNotice(f"vapi assistant stalled (hang {self.consecutive_hangs} in a row, "
+                            f"{self.hangs} this session)", code="vapi.hang")]
+
+    def _terminal(self, kind: str, event: AgentEvent) -> list[AgentEvent]:
+        if self.ending is not None:
+            return []
+        self.ending = kind
+        return [*self._end_item(), event]
+
+    def _tool_calls_msg(self, msg: Mapping[str, Any]) -> list[AgentEvent]:
+        for name, args in _tool_calls(msg):
+            if name in END_CALL_TOOLS:
+                return self._terminal("hangup", HangupRequest(reason=f"vapi tool {name}"))
+            if name in TRANSFER_TOOLS:
+                return self._terminal("transfer", TransferRequest(to=transfer_target(args)))
+        return []  # other tools belong to the assistant's server URL
+
+    def _transfer_update(self, msg: Mapping[str, Any]) -> list[AgentEvent]:
+        dest = msg.get("destination")
+        if isinstance(dest, dict) and dest.get("type") not in (None, "number"):
+            # A squad hand-off (type "assistant") is not a phone transfer;
+            # a SIP URI cannot go to <Dial><Number>.
+            return [AgentNotice(f"vapi transfer to a {dest.get('type')!s:.20} destination ignored",
+                                code="vapi.transfer_unsupported")]
+        to = transfer_target({"destination": dest}) if dest is not None else None
+        return self._terminal("transfer", TransferRequest(to=to))
+
+    def _ended(self, msg: Mapping[str, Any], source: str) -> list[AgentEvent]:
+        reason = str(msg.get("endedReason") or "")[:80]
+        if self.ending is None and ("error" in reason or "failed" in reason):
+            raise AgentDisconnected(f"vapi ended the call: {reason}")
+        return self._terminal("hangup", HangupRequest(reason=f"vapi {source}" + (f": {reason}" if reason else "")))
+
+    def _status_update(self, msg: Mapping[str, Any]) -> list[AgentEvent]:
+        if msg.get("status") != "ended":
+            return []
+        return self._ended(msg, "ended the call")
+
+    def _end_of_call_report(self, msg: Mapping[str, Any]) -> list[AgentEvent]:
+        return self._ended(msg, "end-of-call-report")
+
+
+_HANDLERS = {
+    "user-interrupted": VapiStream._user_interrupted,
+    "speech-update": VapiStream._speech_update,
+    "transcript": VapiStream._transcript,
+    "hang": VapiStream._hang,
+    "tool-calls": VapiStream._tool_calls_msg,
+    "transfer-update": VapiStream._transfer_update,
+    "status-update": VapiStream._status_update,
+    "end-of-call-report": VapiStream._end_of_call_report,
+}
