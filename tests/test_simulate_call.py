@@ -95,10 +95,10 @@ async def test_a_short_call_in_real_time() -> None:
     audio = load_caller_audio(HELLO).ulaw
     with trio.fail_after(15):
         async with bridge() as (url, _):
-            result = await simulate_call(url, TOKEN, audio, CallOptions(tail_s=1.2))
+            result = await simulate_call(url, TOKEN, audio, CallOptions(tail_s=1.5))
     report = build_report(result)
     assert result.ok, (result.detail, result.protocol_errors)
-    assert report["audio_sent_ms"] == 2180 and report["frames_sent"] == 109
+    assert report["audio_sent_ms"] == 2480 and report["frames_sent"] == 124
     assert len(report["turns"]) == 1 and report["turns"][0]["reply_start_ms"] is not None
     assert report["marks_echoed"] == report["marks_received"] > 0
 
