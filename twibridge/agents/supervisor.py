@@ -111,6 +111,21 @@ class AgentSupervisor:
             self.reconnects += 1
 
     async def _one_connection(self) -> None:
+        """One provider connection, from connect to its end.
+
+        Raises a bare :class:`AgentDisconnected`/:class:`AgentFailed` (not an
+        exception group) so :meth:`run` can decide whether to reconnect.
+        """
+        try:
+            await self._connection_nursery()
+        except BaseExceptionGroup as group:
+            leaves = list(_leaves(group))
+            if all(isinstance(e, (AgentDisconnected, AgentFailed)) for e in leaves):
+                failed = [e for e in leaves if isinstance(e, AgentFailed)]
+                raise (failed or leaves)[0] from group
+            raise
+
+    async def _connection_nursery(self) -> None:
         async with trio.open_nursery() as nursery:
             try:
                 with trio.fail_after(self.config.connect_timeout_s):
@@ -146,3 +161,10 @@ class AgentSupervisor:
             except AgentDisconnected:
                 self._audio.appendleft(frame)  # keep it for the next connection
                 return
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
