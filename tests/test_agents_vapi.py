@@ -261,8 +261,6 @@ async def test_reconnect_is_a_new_call_briefed_with_the_conversation_so_far() ->
             assert third.received == [{"type": "end-call"}]
 
 
-@pytest.mark.xfail(reason="supervisor bug (not vapi): _one_connection raises AgentDisconnected inside a nursery, "
-                   "so run() sees an ExceptionGroup and never reconnects", raises=BaseExceptionGroup, strict=False)
 async def test_supervisor_reconnects_with_a_new_call_and_the_conversation_so_far(captured_logs: Any) -> None:
     with trio.fail_after(15):
         async with fake_vapi(pace_s=0.002) as fake:
