@@ -33,17 +33,17 @@ def test_burst_shorter_than_debounce_is_ignored() -> None:
 
 def test_short_dips_inside_speech_do_not_reset() -> None:
     det = TurnDetector(debounce_ms=300)
-    pattern = ([LOUD] * 5 + [QUIET] * 2) * 4  # 100 ms speech, 40 ms dip
+    pattern = ([LOUD] * 5 + [QUIET] * 6) * 4  # 100 ms words, 120 ms pauses between them
     evs = feed(det, pattern)
     assert evs and isinstance(evs[0], SpeechStarted) and evs[0].start_ms == 0
 
 
 def test_echo_of_the_agent_does_not_count() -> None:
-    det = TurnDetector(debounce_ms=300, echo_margin_db=6)
-    # agent plays at -15 dBFS; its echo comes back 10 dB down at -25 dBFS: gated
-    assert feed(det, [-25.0] * 60, agent=-15.0) == []
-    # the caller speaking up over it (-18 dBFS, within 6 dB of the agent) counts
-    evs = feed(det, [-18.0] * 20, agent=-15.0, t0=2000)
+    det = TurnDetector(debounce_ms=300, echo_margin_db=10)
+    # agent plays at -15 dBFS; its echo comes back 12 dB down at -27 dBFS: gated
+    assert feed(det, [-27.0] * 60, agent=-15.0) == []
+    # the caller speaking over it (-20 dBFS, within 10 dB of the agent) counts
+    evs = feed(det, [-20.0] * 20, agent=-15.0, t0=2000)
     assert evs == [SpeechStarted(start_ms=2000, confirmed_ms=2300)]
 
 

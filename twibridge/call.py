@@ -286,7 +286,7 @@ class Call:
         if isinstance(ev, VadSpeechStarted):
             self._caller_end_at = None
             if speaking and self.cfg.turns.barge_in in ("local", "both"):
-                await self.barge_in("local-vad", now)
+                await self.barge_in("local-vad", now, audio_ms=t_ms + tw.FRAME_MS)
         elif isinstance(ev, SpeechEnded):
             # The turn ended ``end_of_turn_ms`` of audio ago, in wall time too.
             self._caller_end_at = now - (t_ms + tw.FRAME_MS - ev.end_ms) / 1000
@@ -406,8 +406,11 @@ class Call:
                 self._caller_end_at = None
         tp.finished_sending = True
 
-    async def barge_in(self, trigger: str, trigger_at: float) -> None:
-        """The caller talks over the agent: stop, clear Twilio, tell the agent."""
+    async def barge_in(self, trigger: str, trigger_at: float, audio_ms: int | None = None) -> None:
+        """The caller talks over the agent: stop, clear Twilio, tell the agent.
+
+        ``audio_ms``: the stream time of the audio that triggered it (local VAD).
+        """
         if not self._agent_speaking(trio.current_time()) or self.start is None:
             return
         current = self._current
@@ -430,8 +433,9 @@ class Call:
         self.stats.barge_ins += 1
         self.stats.discarded_ms += discarded
         self.stats.clear_latency_ms.append((cleared_at - trigger_at) * 1000)
-        log.info("call.barge_in", trigger=trigger, heard_ms=heard, discarded_ms=discarded,
-                 item_id=tp.item_id if tp else None)
+        log.info("call.barge_in", trigger=trigger, heard_ms=heard, sent_ms=tp.sent_ms if tp else 0,
+                 discarded_ms=discarded, item_id=tp.item_id if tp else None, audio_ms=audio_ms,
+                 clear_latency_ms=round((cleared_at - trigger_at) * 1000, 2))
         if self.agent is not None and tp is not None:
             await self.agent.interrupt(tp.item_id, heard)
 

@@ -126,7 +126,7 @@ class TurnsConfig(_Section):
     jitter_window_ms: int = Field(60, ge=0, le=1000)
     outbound_lead_ms: int = Field(200, ge=20, le=5000)
     chunk_ms: int = Field(100, ge=20, le=1000)
-    echo_margin_db: float = Field(6.0, ge=0, le=60)
+    echo_margin_db: float = Field(10.0, ge=0, le=60)
 
 
 class FallbackConfig(_Section):

@@ -16,16 +16,19 @@ Knobs (``[turns]``):
 * ``echo_margin_db``: while the agent is speaking, a frame only counts as the
   caller if it is louder than the agent's own recent output minus this
   margin — echo on a speakerphone comes back attenuated by at least that
-  much, so the agent does not interrupt itself.
+  much (default 10 dB), so the agent does not interrupt itself, while a
+  caller talking over it at a normal level still does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: Quiet within speech (between syllables) shorter than this does not reset
-#: the debounce count.
-MAX_DIP_MS = 60
+#: Quiet within speech (between words) shorter than this does not reset the
+#: debounce count: natural speech pauses ~100 ms between words, while a door
+#: slam or a cough is one short burst whose voiced time never reaches the
+#: debounce.
+MAX_DIP_MS = 150
 
 
 def threshold_dbfs(vad_threshold: float) -> float:
@@ -62,7 +65,7 @@ class TurnDetector:
         vad_threshold: float = 0.5,
         debounce_ms: int = 300,
         end_of_turn_ms: int = 500,
-        echo_margin_db: float = 6.0,
+        echo_margin_db: float = 10.0,
         frame_ms: int = 20,
     ) -> None:
         self.threshold_db = threshold_dbfs(vad_threshold)
