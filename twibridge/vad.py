@@ -25,10 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: Quiet within speech (between words) shorter than this does not reset the
-#: debounce count: natural speech pauses ~100 ms between words, while a door
-#: slam or a cough is one short burst whose voiced time never reaches the
-#: debounce.
-MAX_DIP_MS = 150
+#: debounce count: speech pauses 100-200 ms between words (and frames of it
+#: fall under the echo gate), while a door slam or a cough is one short
+#: burst whose voiced time never reaches the debounce.
+MAX_DIP_MS = 250
 
 
 def threshold_dbfs(vad_threshold: float) -> float:
