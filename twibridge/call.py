@@ -33,12 +33,12 @@ from twibridge.agents.base import (
 )
 from twibridge.agents.supervisor import AgentSupervisor
 from twibridge.audio.g711 import ulaw_dbfs
+from twibridge.control import CallControl
 from twibridge.jitter import JitterBuffer
 from twibridge.logs import get_logger
-from twibridge.playout import Playout, TurnPlayout
 from twibridge.registry import CallRecord
-from twibridge.replies import ReplyBuffer
 from twibridge.runtime import Runtime
+from twibridge.speaker import Speaker
 from twibridge.twilio import protocol as tw
 from twibridge.vad import SpeechEnded, TurnDetector
 from twibridge.vad import SpeechStarted as VadSpeechStarted
@@ -47,8 +47,6 @@ log = get_logger("twibridge.call")
 
 #: A Twilio stream sends ``start`` at once; a socket that does not is not Twilio.
 START_TIMEOUT_S = 10.0
-#: Replies queued behind the one playing (bounded; more is a runaway agent).
-MAX_QUEUED_REPLIES = 8
 #: Close codes: normal, going away (shutdown), policy (peer broke protocol), our error.
 CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_ERROR = 1000, 1001, 1008, 1011
 
@@ -69,13 +67,6 @@ class _Ended(Exception):
 class CallStats:
     frames_in: int = 0
     frames_dropped: int = 0
-    messages_out: int = 0
-    audio_out_ms: int = 0
-    barge_ins: int = 0
-    clear_latency_ms: list[float] = field(default_factory=list)
-    reply_latency_ms: list[float] = field(default_factory=list)
-    discarded_ms: int = 0
-    reply_dropped_bytes: int = 0
     transcript: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -90,28 +81,20 @@ class Call:
         self.stats = CallStats()
         self.state = tw.StreamState()
         self.jitter = JitterBuffer(self.cfg.turns.jitter_window_ms)
-        self.playout = Playout(self.cfg.turns.outbound_lead_ms)
         tcfg = self.cfg.turns
         self.vad = TurnDetector(vad_threshold=tcfg.vad_threshold, debounce_ms=tcfg.debounce_ms,
                                 end_of_turn_ms=tcfg.end_of_turn_ms, echo_margin_db=tcfg.echo_margin_db)
-        self.chunk_bytes = tcfg.chunk_ms * tw.BYTES_PER_MS
+        self.speaker = Speaker(tcfg, self.t.send, trio.Lock())
         self.outcome: str | None = None
         self.reason = ""
         self.close_code = CLOSE_NORMAL
         self.start: tw.Start | None = None
         self.info: CallInfo | None = None
         self.agent: AgentSupervisor | None = None
+        self.control: CallControl | None = None
         self._scope = trio.CancelScope()
-        self._send_lock = trio.Lock()
         self._in_send, self._in_recv = trio.open_memory_channel[tw.TwilioEvent](self.cfg.calls.inbound_queue_frames)
-        self._turn_send, self._turn_recv = trio.open_memory_channel[ReplyBuffer](MAX_QUEUED_REPLIES)
-        self._filling: ReplyBuffer | None = None
-        self._queued: list[ReplyBuffer] = []
-        self._cancelled_items: set[str] = set()
-        self._current: tuple[ReplyBuffer, TurnPlayout, trio.CancelScope] | None = None
-        self._last_turn: TurnPlayout | None = None
-        self._turn_no = 0
-        self._caller_end_at: float | None = None  # wall time the caller stopped talking
+        self._transferring = False  # a transfer ends the stream: its stop is no hang-up
         self._started_at = trio.current_time()
 
     # ------------------------------------------------------------------ life
@@ -126,7 +109,7 @@ class Call:
                     start = await self._await_start()
                     registered = await self._register(start)
                     nursery.start_soon(self._watchdogs)
-                    nursery.start_soon(self._writer)
+                    nursery.start_soon(self.speaker.run)
                     nursery.start_soon(self._agent_task)
                     await self._inbound()
         except* _Ended:
@@ -137,6 +120,8 @@ class Call:
         except* AgentFailed as eg:
             self._set_outcome("agent-failed", str(eg.exceptions[0]), CLOSE_NORMAL)
             log.warning("call.agent_failed", reason=self.reason)
+            if self.control is not None:
+                await self.control.fallback()
         except* Exception:
             self._set_outcome("error", "internal error", CLOSE_ERROR)
             log.exception("call.internal_error")
@@ -165,6 +150,8 @@ class Call:
 
     async def _register(self, start: tw.Start) -> bool:
         self.start = start
+        self.speaker.stream_sid = start.stream_sid
+        self.control = CallControl(self.cfg, start.call_sid, start.account_sid)
         p = start.custom_parameters
         self.info = CallInfo(call_sid=start.call_sid, stream_sid=start.stream_sid, account_sid=start.account_sid,
                              from_number=p.get("From", ""), to_number=p.get("To", ""), params=dict(p))
@@ -201,7 +188,8 @@ class Call:
             self.rt.calls.pop(self.start.call_sid, None)
             self.rt.notify_calls_changed()
             if self.rt.metrics is not None:
-                self.rt.metrics.call_ended(summary, self.stats.reply_latency_ms, self.stats.clear_latency_ms)
+                self.rt.metrics.call_ended(summary, self.speaker.stats.reply_latency_ms,
+                                           self.speaker.stats.clear_latency_ms)
             log.info("call.ended", **summary)
         structlog.contextvars.unbind_contextvars("call_sid", "stream_sid")
 
@@ -211,19 +199,23 @@ class Call:
         return self._in_send.statistics().current_buffer_used + self.jitter.depth
 
     def summary(self) -> dict[str, Any]:
-        lat = sorted(self.stats.reply_latency_ms)
-        pct = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 1)) if lat else (lambda q: None)
+        sp = self.speaker.stats
+        lat = sorted(sp.reply_latency_ms)
+
+        def pct(q: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(q * len(lat)))], 1) if lat else None
+
         return {
             "call_sid": self.start.call_sid if self.start else "",
             "outcome": self.outcome, "reason": self.reason,
             "duration_s": round(trio.current_time() - self._started_at, 3),
             "frames_in": self.stats.frames_in, "frames_dropped": self.stats.frames_dropped,
-            "messages_out": self.stats.messages_out, "audio_out_ms": self.stats.audio_out_ms,
-            "audio_played_ms": self.playout.played_ms_total,
-            "barge_ins": self.stats.barge_ins, "discarded_ms": self.stats.discarded_ms,
+            "messages_out": sp.messages_out, "audio_out_ms": sp.audio_out_ms,
+            "audio_played_ms": self.speaker.playout.played_ms_total,
+            "barge_ins": sp.barge_ins, "discarded_ms": sp.discarded_ms,
             "reply_latency_p50_ms": pct(0.5), "reply_latency_p95_ms": pct(0.95),
-            "clear_latency_p50_ms": round(statistics.median(self.stats.clear_latency_ms), 2)
-            if self.stats.clear_latency_ms else None,
+            "clear_latency_p50_ms": round(statistics.median(sp.clear_latency_ms), 2)
+            if sp.clear_latency_ms else None,
             "jitter": vars(self.jitter.stats),
             "agent_reconnects": self.agent.reconnects if self.agent else 0,
             "agent_dropped_frames": self.agent.dropped_frames if self.agent else 0,
@@ -250,6 +242,8 @@ class Call:
                 if isinstance(ev, tw.Stop):
                     # Recorded at once: the socket's close may cancel us before
                     # the inbound pump gets to it.
+                    if self._transferring:
+                        self._set_outcome("transferred", "stop after transfer")
                     self._set_outcome("completed", "stop from Twilio")
                 await self._in_send.send(ev)
                 if isinstance(ev, tw.Stop):
@@ -281,21 +275,21 @@ class Call:
         if self.agent is not None:
             self.agent.push_audio(frame)
         now = trio.current_time()
-        speaking = self._agent_speaking(now)
-        ev = self.vad.feed(ulaw_dbfs(frame), t_ms, self.playout.agent_level(now) if speaking else None)
+        speaking = self.speaker.speaking(now)
+        ev = self.vad.feed(ulaw_dbfs(frame), t_ms, self.speaker.playout.agent_level(now) if speaking else None)
         if isinstance(ev, VadSpeechStarted):
-            self._caller_end_at = None
+            self.speaker.caller_end_at = None
             if speaking and self.cfg.turns.barge_in in ("local", "both"):
                 await self.barge_in("local-vad", now, audio_ms=t_ms + tw.FRAME_MS)
         elif isinstance(ev, SpeechEnded):
             # The turn ended ``end_of_turn_ms`` of audio ago, in wall time too.
-            self._caller_end_at = now - (t_ms + tw.FRAME_MS - ev.end_ms) / 1000
+            self.speaker.caller_end_at = now - (t_ms + tw.FRAME_MS - ev.end_ms) / 1000
 
     async def _mark_echoed(self, name: str) -> None:
-        echo = self.playout.on_mark(name, trio.current_time())
+        echo = self.speaker.playout.on_mark(name, trio.current_time())
         if echo is None or echo.stale:
             return
-        tp = self.playout.turns.get(echo.turn)
+        tp = self.speaker.playout.turns.get(echo.turn)
         if tp is not None and self.agent is not None:
             await self.agent.mark_played(tp.item_id, tp.played_ms)
             if tp.fully_played:
@@ -310,25 +304,9 @@ class Call:
 
     async def _agent_event(self, ev: AgentEvent) -> None:
         if isinstance(ev, AudioOut):
-            if ev.item_id in self._cancelled_items:
-                return
-            buf = self._filling
-            if buf is None or buf.item_id != ev.item_id:
-                if buf is not None:
-                    buf.finish()
-                buf = self._filling = ReplyBuffer(ev.item_id)
-                try:
-                    self._turn_send.send_nowait(buf)
-                    self._queued.append(buf)
-                except trio.WouldBlock:
-                    log.warning("call.reply_dropped", item_id=ev.item_id, reason="too many queued replies")
-                    self._cancelled_items.add(ev.item_id)
-                    return
-            buf.append(ev.ulaw)
+            self.speaker.on_audio(ev)
         elif isinstance(ev, ReplyDone):
-            if self._filling is not None and self._filling.item_id == ev.item_id:
-                self._filling.finish()
-                self._filling = None
+            self.speaker.on_reply_done(ev)
         elif isinstance(ev, SpeechStarted):
             if self.cfg.turns.barge_in in ("provider", "both"):
                 await self.barge_in("provider", trio.current_time())
@@ -338,106 +316,32 @@ class Call:
         elif isinstance(ev, AgentNotice):
             log.warning("call.agent_notice", message=ev.message, code=ev.code)
         elif isinstance(ev, HangupRequest):
-            await self._wait_played()
+            await self.speaker.wait_played()  # let the goodbye finish
+            self._set_outcome("agent-hangup", ev.reason)
+            assert self.control is not None
+            await self.control.hangup()
             self.end("agent-hangup", ev.reason)
         elif isinstance(ev, TransferRequest):
-            log.warning("call.transfer_unsupported", to=ev.to)
-
-    async def _wait_played(self, limit_s: float = 10.0) -> None:
-        """Let the goodbye finish playing (bounded) before ending the call."""
-        with trio.move_on_after(limit_s):
-            while self._current is not None or self._queued or self._agent_speaking(trio.current_time()):
-                await trio.sleep(0.05)
-
-    # ---------------------------------------------------------------- outbound
-
-    def _agent_speaking(self, now: float) -> bool:
-        if self._current is not None or self.playout.buffered_ms(now) > 0:
-            return True
-        last = self._last_turn
-        # Marks are the truth; the clock (plus slack for the echo's delay) is the backstop.
-        return last is not None and not last.cancelled and not last.fully_played and now < self.playout.play_end + 0.5
-
-    async def _send(self, text: str) -> None:
-        async with self._send_lock:
-            await self.t.send(text)
-        self.stats.messages_out += 1
-
-    async def _writer(self) -> None:
-        """Play queued replies one at a time, each in its own cancel scope."""
-        async for buf in self._turn_recv:
-            if buf.item_id in self._cancelled_items:
-                self._queued.remove(buf)
-                continue
-            self._turn_no += 1
-            tp = self._last_turn = self.playout.new_turn(self._turn_no, buf.item_id)
-            with trio.CancelScope() as scope:
-                self._current = (buf, tp, scope)
-                try:
-                    await self._play(buf, tp)
-                finally:
-                    self._current = None
-                    self._queued.remove(buf)
-                    self.stats.reply_dropped_bytes += buf.dropped_bytes
-
-    async def _play(self, buf: ReplyBuffer, tp: TurnPlayout) -> None:
-        assert self.start is not None
-        sid = self.start.stream_sid
-        while True:
-            if buf.available == 0 and buf.finished:
-                break
-            if buf.available < self.chunk_bytes and not buf.finished:
-                # Wait for a full chunk, but never let Twilio run dry waiting for one.
-                deadline = self.playout.play_end - 0.04 if buf.available else float("inf")
-                with trio.move_on_at(deadline):
-                    await buf.wait_changed()
-                    continue
-            await trio.sleep_until(self.playout.send_at(trio.current_time()))
-            chunk = buf.take(self.chunk_bytes)
-            async with self._send_lock:
-                await self.t.send(tw.build_media(sid, chunk))
-                now = trio.current_time()
-                name = self.playout.on_sent(tp, len(chunk) // tw.BYTES_PER_MS, now, ulaw_dbfs(chunk))
-                await self.t.send(tw.build_mark(sid, name))
-            self.stats.messages_out += 2
-            self.stats.audio_out_ms += len(chunk) // tw.BYTES_PER_MS
-            if self._caller_end_at is not None:
-                self.stats.reply_latency_ms.append((now - self._caller_end_at) * 1000)
-                self._caller_end_at = None
-        tp.finished_sending = True
+            assert self.control is not None
+            await self.speaker.wait_played()
+            self._transferring = True  # before acting: the stop that follows is no hang-up
+            if await self.control.transfer(ev.to or self.cfg.fallback.dial):
+                self.end("transferred", "transferred to a human")
+            self._transferring = False
 
     async def barge_in(self, trigger: str, trigger_at: float, audio_ms: int | None = None) -> None:
         """The caller talks over the agent: stop, clear Twilio, tell the agent.
 
         ``audio_ms``: the stream time of the audio that triggered it (local VAD).
         """
-        if not self._agent_speaking(trio.current_time()) or self.start is None:
+        cut = await self.speaker.barge_in(trigger, trigger_at)
+        if cut is None:
             return
-        current = self._current
-        tp = current[1] if current else self._last_turn
-        for buf in self._queued:
-            self._cancelled_items.add(buf.item_id)
-        if current is not None:
-            current[2].cancel(reason=f"barge-in ({trigger})")
-        if self._filling is not None:
-            self._cancelled_items.add(self._filling.item_id)
-            self._filling = None
-        now = trio.current_time()
-        heard = tp.heard_ms(now) if tp is not None else 0
-        if tp is not None:
-            tp.cancelled = True
-        with trio.move_on_after(1.0, shield=True):
-            await self._send(tw.build_clear(self.start.stream_sid))
-        cleared_at = trio.current_time()
-        discarded = self.playout.clear(cleared_at)
-        self.stats.barge_ins += 1
-        self.stats.discarded_ms += discarded
-        self.stats.clear_latency_ms.append((cleared_at - trigger_at) * 1000)
-        log.info("call.barge_in", trigger=trigger, heard_ms=heard, sent_ms=tp.sent_ms if tp else 0,
-                 discarded_ms=discarded, item_id=tp.item_id if tp else None, audio_ms=audio_ms,
-                 clear_latency_ms=round((cleared_at - trigger_at) * 1000, 2))
-        if self.agent is not None and tp is not None:
-            await self.agent.interrupt(tp.item_id, heard)
+        log.info("call.barge_in", trigger=trigger, heard_ms=cut.heard_ms, sent_ms=cut.sent_ms,
+                 discarded_ms=cut.discarded_ms, item_id=cut.item_id, audio_ms=audio_ms,
+                 clear_latency_ms=round(cut.clear_latency_ms, 2))
+        if self.agent is not None and cut.item_id:
+            await self.agent.interrupt(cut.item_id, cut.heard_ms)
 
     # -------------------------------------------------------------- watchdogs
 

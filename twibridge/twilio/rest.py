@@ -142,6 +142,17 @@ class TwilioRest:
         await self._post(self._call_path(call_sid, account_sid), {"Twiml": transfer_twiml(number, say)})
         log.info("twilio.transfer", call_sid=call_sid, to=number)
 
+    async def update_twiml(self, call_sid: str, twiml: str, account_sid: str | None = None) -> None:
+        """Replace a live call's TwiML (e.g. the fallback ``<Say>``/``<Dial>``).
+
+        Like :meth:`transfer`, this ends the Media Stream.
+
+        Raises:
+            TwilioRestError: call gone (``not_found``), or any failure.
+        """
+        await self._post(self._call_path(call_sid, account_sid), {"Twiml": twiml})
+        log.info("twilio.twiml_updated", call_sid=call_sid)
+
     async def create_call(
         self,
         to: str,
