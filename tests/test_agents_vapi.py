@@ -7,7 +7,7 @@ from typing import Any, AsyncIterator, Callable
 
 import pytest
 import trio
-from trio_websocket import ConnectionRejected
+from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from fakes import Recorder, frames, silence, tone
 from fakes.vapi import API_KEY, ASSISTANT_ID, FakeVapi, FakeVapiCall
@@ -192,6 +192,29 @@ async def test_drop_mid_call_is_agent_disconnected() -> None:
                 await session.send_audio(silence(20))
 
 
+async def test_a_stalled_upgrade_keeps_the_callers_deadline() -> None:
+    with trio.fail_after(10):
+        async with fake_vapi() as fake, trio.open_nursery() as nursery:
+            fake.stall_upgrades = True
+            start = trio.current_time()
+            with pytest.raises(trio.TooSlowError):
+                with trio.fail_after(0.3):  # the supervisor's connect timeout
+                    await VapiProvider(vapi_config(fake.url)).connect(CALL, nursery)
+            assert trio.current_time() - start < 1.0 and fake.upgrades == 1
+
+
+async def test_cancelling_during_the_handshake_abandons_it_at_once() -> None:
+    with trio.fail_after(10):
+        async with fake_vapi() as fake:
+            fake.stall_upgrades = True
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(VapiProvider(vapi_config(fake.url)).connect, CALL, nursery)
+                await fake.recorder.wait_for(lambda: fake.upgrades)
+                start = trio.current_time()
+                nursery.cancel_scope.cancel()  # the call ended while connecting
+            assert trio.current_time() - start < 0.5
+
+
 async def test_call_url_cannot_be_reused() -> None:
     with trio.fail_after(10):
         async with fake_vapi(echo=False) as fake, vapi_session(fake) as (session, call):
@@ -218,7 +241,9 @@ async def test_a_cancelled_connection_still_says_end_call() -> None:
             async with trio.open_nursery() as nursery:
                 await VapiProvider(vapi_config(fake.url)).connect(CALL, nursery)
                 call = await fake.wait_calls(1)
-                nursery.cancel_scope.cancel()  # what the supervisor does on a drop
+                start = trio.current_time()
+                nursery.cancel_scope.cancel()  # what the supervisor does on a drop (before aclose)
+            assert trio.current_time() - start < 0.5  # no close handshake sat out
             await call.closed.wait()
             assert call.received == [{"type": "end-call"}]
 
@@ -323,3 +348,75 @@ async def test_secrets_stay_out_of_logs_and_errors(captured_logs: Any) -> None:
             for secret in (API_KEY, call.id, call.ws_url):
                 assert secret not in haystack
             assert captured_logs.events("agent.vapi.hang") and captured_logs.events("agent.vapi.event")
+
+
+# -- end to end: Twilio leg → the real bridge → VapiProvider → fake VAPI ------------------------------
+
+
+@asynccontextmanager
+async def bridged_call(fake: FakeVapi, rest_url: str) -> AsyncIterator[tuple[Any, Any, FakeVapiCall]]:
+    """The real bridge with the VAPI provider and Twilio REST pointed at fakes; one Twilio leg, started."""
+    from support import Leg, bridge, make_config, media_socket
+
+    cfg = make_config(agent={"provider": "vapi", "connect_timeout_s": 5,
+                             "vapi": {"api_key": API_KEY, "assistant_id": ASSISTANT_ID, "base_url": fake.url}},
+                      twilio={"api_base_url": rest_url}, fallback={"dial": "+15550003333"})
+    async with bridge(cfg) as (url, rt), media_socket(url) as ws:
+        leg = Leg(ws)
+        await leg.start({"CallSid": leg.call_sid, "From": "+15551230000", "To": "+15559870000"})
+        yield leg, rt, await fake.wait_calls(1)
+
+
+async def test_a_phone_call_through_the_bridge_to_vapi_and_the_assistant_hangs_up(captured_logs: Any) -> None:
+    from fakes.twilio_rest import FakeTwilioRest
+
+    twilio = FakeTwilioRest()
+    with trio.fail_after(20):
+        async with fake_vapi(pace_s=0.002) as fake, twilio.running() as rest_url, \
+                bridged_call(fake, rest_url) as (leg, rt, call):
+            twilio.add_call(leg.call_sid)
+            assert call.body["assistantOverrides"]["variableValues"]["twilioCallSid"] == leg.call_sid
+            for f in frames(tone(600) + silence(400)):
+                await leg.media(f)
+            await leg.collect(until_ms_of_audio=600, idle_s=3)
+            assert bytes(leg.audio) == bytes(call.audio_out)  # passthrough, byte for byte
+            assert bytes(call.audio_in).startswith(tone(600)[:1600])
+            await call.tool_call("end_call")
+            with pytest.raises(ConnectionClosed) as closed:
+                await leg.collect(idle_s=3)  # the bridge ends the call: the socket closes
+            assert closed.value.reason.code == 1000
+            while rt.calls:
+                await rt.calls_changed.wait()
+        await call.closed.wait()
+    assert {"type": "end-call"} in call.received
+    assert [r.form for r in twilio.requests] == [{"Status": ["completed"]}]
+    assert twilio.calls[leg.call_sid].status == "completed"
+    (ended,) = captured_logs.events("call.ended")
+    assert ended["outcome"] == "agent-hangup" and ended["reason"] == "vapi tool end_call"
+    for secret in (API_KEY, call.id, call.ws_url):
+        assert secret not in captured_logs.text
+
+
+async def test_the_assistant_transfers_through_the_bridge_to_fallback_dial(captured_logs: Any) -> None:
+    import xml.etree.ElementTree as ET
+
+    from fakes.twilio_rest import FakeTwilioRest
+
+    twilio = FakeTwilioRest()
+    with trio.fail_after(20):
+        async with fake_vapi(echo=False) as fake, twilio.running() as rest_url, \
+                bridged_call(fake, rest_url) as (leg, rt, call):
+            twilio.add_call(leg.call_sid)
+            await call.tool_call("transfer_to_human", {"to": "call me maybe"})  # not E.164: [fallback] dial
+            await twilio.recorder.wait_for(lambda: twilio.requests)
+            # VAPI then ends its side; that must not turn into a hang-up.
+            await call.send_json({"type": "status-update", "status": "ended", "endedReason": "assistant-forwarded-call"})
+            with pytest.raises(ConnectionClosed):
+                await leg.collect(idle_s=3)
+            while rt.calls:
+                await rt.calls_changed.wait()
+    (req,) = twilio.requests
+    assert ET.fromstring(req.form["Twiml"][0]).find("Dial/Number").text == "+15550003333"  # type: ignore[union-attr]
+    assert twilio.calls[leg.call_sid].status == "in-progress"  # transferred, never hung up
+    (ended,) = captured_logs.events("call.ended")
+    assert ended["outcome"] == "transferred"

@@ -184,3 +184,13 @@ async def test_bad_sids_and_missing_credentials_are_refused_before_sending() -> 
         assert no_token.problems() == [
             "twilio.auth_token: required for Twilio REST calls (env TWIBRIDGE_TWILIO_AUTH_TOKEN)"]
         assert rest.problems() == []
+
+
+async def test_update_twiml_replaces_the_calls_twiml() -> None:
+    async with fake_rest() as (fake, rest):
+        sid = fake.add_call()
+        await rest.update_twiml(sid, "<Response><Say>Sorry</Say><Hangup/></Response>")
+        assert fake.requests[-1].form == {"Twiml": ["<Response><Say>Sorry</Say><Hangup/></Response>"]}
+        with pytest.raises(TwilioRestError) as info:
+            await rest.update_twiml("CA" + "9" * 32, "<Response/>")
+        assert info.value.not_found

@@ -208,6 +208,9 @@ class FakeVapi:
         self.recorder = Recorder()
         #: Answer the next ``POST /call`` with this (status, body) instead.
         self.fail_next: tuple[int, dict[str, Any]] | None = None
+        #: Never answer WebSocket upgrades (handshake timeout tests); ``upgrades`` counts attempts.
+        self.stall_upgrades = False
+        self.upgrades = 0
         self.url = ""
 
     @asynccontextmanager
@@ -266,6 +269,11 @@ class FakeVapi:
 
     async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         await receive()  # websocket.connect
+        self.upgrades += 1
+        self.recorder.changed()
+        if self.stall_upgrades:
+            await receive()  # until the client gives up (websocket.disconnect)
+            return
         call = next((c for c in self.calls if scope["path"] == f"/{c.id}/transport"), None)
         if call is None or call.connected.is_set():
             await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403

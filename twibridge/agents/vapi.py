@@ -25,6 +25,7 @@ Thin I/O around :mod:`twibridge.agents.vapi_protocol` (which holds the rules).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from contextlib import AsyncExitStack
 from typing import Any
@@ -43,8 +44,9 @@ from twibridge.wsclient import connect_ws
 
 log = get_logger("twibridge.agent.vapi")
 
-#: How long the goodbye (``end-call``) may take when the session ends.
+#: How long the goodbye (``end-call``) and then the close handshake may take.
 GOODBYE_TIMEOUT_S = 1.0
+CLOSE_TIMEOUT_S = 2.0
 #: Final transcript lines kept per call to brief a reconnected assistant.
 HISTORY_LINES = 20
 HISTORY_LINE_CHARS = 500
@@ -60,42 +62,67 @@ class VapiSession:
         self._pending: deque[AgentEvent] = deque()
         self._close_requested = trio.Event()
         self._finished = trio.Event()
+        self._life: trio.CancelScope | None = None
 
     async def run(self, url: str, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the socket for its whole life (started with ``nursery.start``).
 
+        The life runs shielded: were it cancelled with the nursery, trio-websocket's
+        reader would die first and the close handshake would sit out its whole
+        timeout (the supervisor cancels the nursery *before* ``aclose``, and the
+        Twilio side of the call closes only after this).  :meth:`watch`, in the
+        same nursery, turns that cancellation into "say goodbye and close now".
+        The handshake keeps the caller's deadline (the supervisor's connect
+        timeout) and is abandoned if the nursery is cancelled meanwhile.
+
         Raises (before ``started``):
-            AgentDisconnected: TCP/TLS or the upgrade failed (no URL in the message).
+            AgentDisconnected: TCP/TLS or the upgrade failed or timed out (no URL in the message).
         """
         try:
-            async with AsyncExitStack() as stack:
-                try:
-                    ws = await stack.enter_async_context(connect_ws(url))
-                except HandshakeError as exc:
-                    status = getattr(exc, "status_code", None)
-                    raise AgentDisconnected(f"vapi websocket refused the upgrade (HTTP {status})"
-                                            if status else "vapi websocket handshake failed") from None
-                except (ConnectionClosed, trio.BrokenResourceError):
-                    raise AgentDisconnected("vapi websocket closed during the handshake") from None
-                except ValueError:
-                    raise AgentProtocolError("vapi websocketCallUrl is not a usable URL") from None
-                except OSError as exc:
-                    raise AgentDisconnected(f"vapi websocket connect failed ({exc.__class__.__name__}"
-                                            f"{f', errno {exc.errno}' if exc.errno else ''})") from None
-                self._ws = ws
-                task_status.started()
-                try:
+            with trio.CancelScope(shield=True, deadline=trio.current_effective_deadline()) as life:
+                self._life = life
+                if self._close_requested.is_set():
+                    return
+                async with AsyncExitStack() as stack:
+                    try:
+                        ws = await stack.enter_async_context(connect_ws(url, close_timeout=CLOSE_TIMEOUT_S))
+                    except HandshakeError as exc:
+                        status = getattr(exc, "status_code", None)
+                        raise AgentDisconnected(f"vapi websocket refused the upgrade (HTTP {status})"
+                                                if status else "vapi websocket handshake failed") from None
+                    except (ConnectionClosed, trio.BrokenResourceError):
+                        raise AgentDisconnected("vapi websocket closed during the handshake") from None
+                    except ValueError:
+                        raise AgentProtocolError("vapi websocketCallUrl is not a usable URL") from None
+                    except OSError as exc:
+                        raise AgentDisconnected(f"vapi websocket connect failed ({exc.__class__.__name__}"
+                                                f"{f', errno {exc.errno}' if exc.errno else ''})") from None
+                    life.deadline = math.inf
+                    self._ws = ws
+                    task_status.started()
                     await self._close_requested.wait()
-                finally:
-                    # Cancelled (the supervisor dropped this connection) or asked
-                    # to close: either way end VAPI's call before the close frame.
-                    with trio.move_on_after(GOODBYE_TIMEOUT_S, shield=True):
+                    # End VAPI's call (and its billing) before the close frame.
+                    with trio.move_on_after(GOODBYE_TIMEOUT_S):
                         try:
                             await ws.send_message(vp.end_call_message())
                         except ConnectionClosed:
                             pass
+            if self._ws is None:
+                # Abandoned: a cancelled caller gets Cancelled (a timeout then
+                # becomes the supervisor's "connect timed out"), not a failure.
+                await trio.lowlevel.checkpoint()
+                raise AgentDisconnected("vapi websocket handshake abandoned")
         finally:
             self._finished.set()
+
+    async def watch(self) -> None:
+        """Lives in the session's nursery: its cancellation ends the shielded socket life."""
+        try:
+            await self._finished.wait()
+        finally:
+            self._close_requested.set()
+            if self._ws is None and self._life is not None:
+                self._life.cancel()  # still connecting: abandon the handshake
 
     # -- AgentSession ------------------------------------------------------------------
 
@@ -172,6 +199,7 @@ class VapiProvider:
         self.connects += 1
         vcall = await self._create_call(call, reconnect=reconnect)
         session = VapiSession(vp.VapiStream(), self._history)
+        nursery.start_soon(session.watch)
         await nursery.start(session.run, vcall.websocket_url)
         log.info("agent.vapi.connected", reconnect=reconnect)
         if reconnect and self._history:

@@ -199,11 +199,11 @@ def unwrap(data: Any) -> dict[str, Any]:
     """A control message as a flat dict (``{"message": {...}}`` unwrapped)."""
     if not isinstance(data, dict):
         raise AgentProtocolError(f"vapi: control message is not a JSON object ({type(data).__name__})")
-    if "type" not in data and isinstance(data.get("message"), dict):
-        data = data["message"]
-    if not isinstance(data.get("type"), str):
+    inner = data.get("message")
+    msg: dict[str, Any] = inner if "type" not in data and isinstance(inner, dict) else data
+    if not isinstance(msg.get("type"), str):
         raise AgentProtocolError("vapi: control message without a type")
-    return data
+    return msg
 
 
 def _tool_calls(msg: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -222,7 +222,7 @@ def _tool_calls(msg: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     for item in items[:MAX_TOOL_CALLS]:
         if not isinstance(item, dict):
             continue
-        fn = item.get("function") if isinstance(item.get("function"), dict) else {}
+        fn: dict[str, Any] = item["function"] if isinstance(item.get("function"), dict) else {}
         name = item.get("name") or fn.get("name")
         args: Any = item.get("parameters") or item.get("arguments") or fn.get("arguments") or {}
         if isinstance(args, str):
