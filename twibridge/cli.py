@@ -23,6 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts say "[server] port" literally
 )
 
 CONFIG_HELP = "TOML config file (default: ./twibridge.toml, else /etc/twibridge/twibridge.toml, else built-ins)."
@@ -46,6 +47,9 @@ def serve(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
     host: Optional[str] = typer.Option(None, help="Override [server] host."),
     port: Optional[int] = typer.Option(None, help="Override [server] port."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", "-w", min=1, max=64,
+        help="Processes sharing the port, each its own Trio loop (default: [server] workers)."),
 ) -> None:
     """Run the bridge: webhook, Media Streams endpoint, health and metrics."""
     cfg, path = _load(config)
@@ -64,15 +68,21 @@ def serve(
         log.warning("server.signatures_disabled",
                     message="twilio.validate_signatures = false: unsigned requests are accepted. "
                     "For local development only.")
-    import trio
-
-    from twibridge.server import serve as run_server
-
-    log.info("server.starting", config=str(path) if path else "built-in defaults", pid=os.getpid())
+    n = workers or cfg.server.workers
+    log.info("server.starting", config=str(path) if path else "built-in defaults", pid=os.getpid(), workers=n)
     try:
+        if n > 1:
+            from twibridge.workers import run_workers
+
+            raise typer.Exit(run_workers(cfg, path, n, host=host, port=port))
+        import trio
+
+        from twibridge.server import serve as run_server
+
         trio.run(lambda: run_server(cfg, host=host, port=port))
     except OSError as exc:
-        typer.echo(f"cannot serve on {host or cfg.server.host}:{port or cfg.server.port}: {exc}", err=True)
+        typer.echo(f"cannot serve on {host or cfg.server.host}:{cfg.server.port if port is None else port}: {exc}",
+                   err=True)
         raise typer.Exit(1) from None
     log.info("server.stopped")
 
@@ -90,16 +100,18 @@ def validate_config(
     typer.echo("ok")
 
 
-def _register_optional_commands() -> None:
-    """Commands whose modules other parts of the tree provide."""
-    try:
-        from twibridge.simulate.command import simulate_call
-    except ImportError:  # pragma: no cover - only while the module is absent
-        return
+def _register_commands() -> None:
+    """Commands that live beside their subject (each imports only typer at top)."""
+    from twibridge.cli_calls import calls_command
+    from twibridge.cli_outbound import call_command
+    from twibridge.simulate.command import simulate_call
+
     app.command("simulate-call")(simulate_call)
+    app.command("call")(call_command)
+    app.command("calls")(calls_command)
 
 
-_register_optional_commands()
+_register_commands()
 
 
 def main() -> None:

@@ -142,12 +142,15 @@ class AgentSupervisor:
                 while True:
                     await self.on_event(await session.receive())
             finally:
-                nursery.cancel_scope.cancel(reason="agent connection over")
+                # Say goodbye first (bounded), while the session's reader can
+                # still complete the close handshake; then cancel its tasks.
+                # The other order makes every close wait out its timeout.
                 with trio.move_on_after(self.config.connect_timeout_s, shield=True):
                     try:
                         await session.aclose()
                     except (AgentDisconnected, OSError):
                         pass
+                nursery.cancel_scope.cancel(reason="agent connection over")
 
     async def _audio_pump(self, session: AgentSession) -> None:
         while True:
