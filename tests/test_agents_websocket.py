@@ -211,3 +211,39 @@ async def test_header_secrets_absent_from_logs(captured_logs: Any) -> None:
                 await events.wait_for(lambda: events.of(ReplyDone))
             await connect_error(agent.url, {"Authorization": "Bearer wrong-token-abcdef"})
     assert TOKEN not in captured_logs.text and "wrong-token-abcdef" not in captured_logs.text
+
+
+async def test_goodbye_survives_the_supervisors_cancel_then_aclose_order() -> None:
+    """The supervisor cancels the connection's nursery first and only then calls aclose()."""
+    with trio.fail_after(10):
+        async with agent_server() as agent:
+            async with trio.open_nursery() as nursery:
+                session = await WebsocketProvider(config(agent.url)).connect(CALL, nursery)
+                await session.send_dtmf("1")
+                nursery.cancel_scope.cancel()
+                started = trio.current_time()
+                with trio.move_on_after(2, shield=True):
+                    await session.aclose()
+                assert trio.current_time() - started < 0.5  # no wait for a close reply nobody can read
+            await agent.wait_for(lambda: agent.of_type("stop"))
+    assert [m["type"] for m in agent.received] == ["start", "dtmf", "stop"]
+
+
+async def test_handshake_is_bounded_by_the_callers_deadline() -> None:
+    """The supervisor wraps connect() in fail_after: a silent server must not hold it (nor leak a socket)."""
+
+    async def silent(stream: trio.SocketStream) -> None:
+        async with stream:
+            while await stream.receive_some(65536):
+                pass
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(trio.serve_tcp, silent, 0, host="127.0.0.1"))
+            port = listeners[0].socket.getsockname()[1]
+            provider = WebsocketProvider(config(f"ws://127.0.0.1:{port}/agent"))
+            async with trio.open_nursery() as session_nursery:
+                with trio.move_on_after(0.3) as scope:
+                    await provider.connect(CALL, session_nursery)
+            assert scope.cancelled_caught
+            nursery.cancel_scope.cancel()

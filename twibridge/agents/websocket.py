@@ -6,10 +6,12 @@ WebSocket every WebSocket provider uses (OpenAI too), because the awkward
 part is the same for all of them: ``connect_ws`` is a context manager, but
 ``AgentProvider.connect`` must *return* a session whose background work
 lives in the supervisor's nursery.  So a task in that nursery enters
-``connect_ws``, hands the connection back through ``nursery.start`` and
-holds it open until the session is closed or the nursery cancelled; the
-handshake therefore stays under the supervisor's connect timeout, and the
-TCP stream is always closed (``connect_ws`` owns it).
+``connect_ws`` and hands the connection back through ``nursery.start`` (the
+handshake stays under the supervisor's connect timeout); it then holds the
+socket open, shielded, until :meth:`AgentSocket.aclose` has said goodbye,
+because the supervisor cancels the nursery *before* closing the session.  A
+watchdog task ends the socket anyway, bounded, if nobody closes it.  The TCP
+stream is always closed (``connect_ws`` owns it).
 
 Nothing here may raise into the supervisor's nursery (that would end the
 call): a broken keepalive cancels the pending :meth:`AgentSocket.receive`,
@@ -40,7 +42,8 @@ PING_INTERVAL_S = 15.0
 PONG_TIMEOUT_S = 10.0
 #: Bound on our close handshake (the supervisor also bounds ``aclose``).
 CLOSE_TIMEOUT_S = 2.0
-BROKEN_CLOSE_TIMEOUT_S = 0.1
+#: …when the peer stopped answering (enough to send our close frame).
+NO_REPLY_CLOSE_TIMEOUT_S = 0.1
 #: HTTP statuses at the upgrade that a retry may fix; every other 4xx is final.
 RETRYABLE_4XX = frozenset({408, 425, 429})
 
@@ -63,12 +66,14 @@ def _single(exc: BaseException) -> BaseException:
 class AgentSocket:
     """One client WebSocket to an agent; see the module docstring for its life."""
 
-    def __init__(self, ws: WebSocketConnection, label: str) -> None:
+    def __init__(self, ws: WebSocketConnection, label: str, scope: trio.CancelScope) -> None:
         self.ws = ws
         self.label = label
+        self._scope = scope  # the holder's: cancelling it closes the socket and its stream
         self._done = trio.Event()
         self._send_lock = trio.Lock()  # multi-message sequences (cancel + truncate) stay together
         self._broken: str | None = None
+        self._closing = False
         self._receive_scope: trio.CancelScope | None = None
 
     @classmethod
@@ -81,7 +86,6 @@ class AgentSocket:
         """
         try:
             sock: AgentSocket = await nursery.start(cls._hold, url, dict(headers), label)
-            return sock
         except Exception as exc:
             inner = _single(exc)
             if isinstance(inner, ConnectionRejected):
@@ -93,17 +97,29 @@ class AgentSocket:
             if isinstance(inner, ValueError):
                 raise AgentFailed(f"{label}: bad URL: {inner}") from None
             raise
+        nursery.start_soon(sock._watchdog)
+        return sock
 
     @classmethod
     async def _hold(cls, url: str, headers: dict[str, str], label: str,
                     task_status: trio.TaskStatus[AgentSocket] = trio.TASK_STATUS_IGNORED) -> None:
+        """Enter ``connect_ws`` and keep it open until :meth:`aclose` (or the watchdog) says so.
+
+        The handshake is cancellable by the caller's deadline.  After it the
+        scope is shielded: the supervisor cancels the connection's nursery
+        *before* calling :meth:`aclose`, and trio-websocket's reader task
+        (inside ``connect_ws``) must outlive that to complete the close
+        handshake; otherwise the goodbye is lost and the close waits in vain.
+        """
         started = False
         try:
-            async with connect_ws(url, headers, close_timeout=CLOSE_TIMEOUT_S) as ws:
-                sock = cls(ws, label)
-                task_status.started(sock)
-                started = True
-                await sock._done.wait()
+            with trio.CancelScope() as scope:
+                async with connect_ws(url, headers, close_timeout=CLOSE_TIMEOUT_S) as ws:
+                    sock = cls(ws, label, scope)
+                    scope.shield = True
+                    task_status.started(sock)
+                    started = True
+                    await trio.sleep_forever()
         except Exception as exc:
             if not started:
                 raise
@@ -111,11 +127,23 @@ class AgentSocket:
             # let it reach the supervisor's nursery.
             log.debug("agent.socket_close_error", agent=label, error=exc.__class__.__name__)
 
+    async def _watchdog(self) -> None:
+        """Unshielded twin of the holder: when the nursery is cancelled, give
+        :meth:`aclose` a bounded moment, then end the socket regardless."""
+        try:
+            await self._done.wait()
+        finally:
+            with trio.move_on_after(CLOSE_TIMEOUT_S + NO_REPLY_CLOSE_TIMEOUT_S, shield=True):
+                await self._done.wait()
+            self._scope.cancel(reason="agent socket closed")
+
     async def send(self, *messages: str | bytes) -> None:
         """Send in order, atomically with respect to other senders."""
         if self._broken is not None:
             raise AgentDisconnected(f"{self.label}: {self._broken}")
         async with self._send_lock:
+            if self._closing:  # checked under the lock: nothing may follow the goodbye (e.g. ``stop``)
+                raise AgentDisconnected(f"{self.label}: session closed")
             try:
                 for message in messages:
                     await self.ws.send_message(message)
@@ -161,19 +189,21 @@ class AgentSocket:
         """Send ``final`` (best effort), close the WebSocket, release the holder task.
 
         A peer that stopped answering pings will not answer a close either:
-        cut that handshake short (a cancelled close still closes the stream).
+        that wait is cut short (a cancelled close still closes the stream).
         """
         try:
-            with trio.move_on_after(CLOSE_TIMEOUT_S if self._broken is None else BROKEN_CLOSE_TIMEOUT_S):
-                if final is not None and self._broken is None:
-                    try:
-                        async with self._send_lock:
+            with trio.move_on_after(CLOSE_TIMEOUT_S if self._broken is None else NO_REPLY_CLOSE_TIMEOUT_S):
+                async with self._send_lock:
+                    self._closing = True
+                    if final is not None and self._broken is None:
+                        try:
                             await self.ws.send_message(final)
-                    except ConnectionClosed:
-                        pass
+                        except ConnectionClosed:
+                            pass
                 await self.ws.aclose(code)
         finally:
             self._done.set()
+            self._scope.cancel(reason="agent socket closed")
 
 
 class WebsocketSession:
