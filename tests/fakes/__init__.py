@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import struct
+from functools import lru_cache
 from typing import Any, Callable
 
 import trio
@@ -48,6 +49,7 @@ def dbfs(ulaw: bytes) -> float:
     return 10 * math.log10(mean_sq / 32768**2) if mean_sq else -100.0
 
 
+@lru_cache(maxsize=64)  # pure-Python synthesis is slow; bytes are immutable, so share them
 def tone(ms: int, freq: float = 440.0, amp: float = 0.3) -> bytes:
     """A sine as μ-law 8 kHz (amp 0.3 ≈ -13 dBFS: clearly speech-loud)."""
     n = 8 * ms

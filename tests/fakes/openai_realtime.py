@@ -15,7 +15,7 @@
   ``conversation.item.truncate`` beyond the audio generated for that item
   are answered with ``error`` events, like the real server.
 * Knobs, settable any time: ``reject_status``, ``auth_error_event``,
-  ``drop_after_appends``, ``function_call``, ``omit_function_name``,
+  ``drop_after_appends`` (one-shot), ``function_call``, ``omit_function_name``,
   ``pace_s``.  Every client message is recorded (``received``).
 """
 
@@ -60,7 +60,8 @@ class FakeRealtime(Recorder):
         self.reply_ms, self.chunk_ms, self.echo, self.pace_s = reply_ms, chunk_ms, echo, pace_s
         self.reject_status: int | None = None
         self.auth_error_event = False
-        self.drop_after_appends: int | None = None
+        self.drop_after_appends: int | None = None  # one-shot: cleared when it fires
+        self.drops = 0
         self.function_call: tuple[str, str] | None = None  # (name, arguments JSON) for the next response
         self.omit_function_name = False
         self.upgrades: list[dict[str, str]] = []  # request headers of every upgrade (lower-case names)
@@ -196,6 +197,8 @@ class _Conn:
             return
         self.appends += 1
         if self.fake.drop_after_appends is not None and self.appends >= self.fake.drop_after_appends:
+            self.fake.drop_after_appends = None  # one-shot: the reconnect may succeed
+            self.fake.drops += 1
             raise _Drop
         for what, at_ms in self.vad.feed(audio):
             await (self.speech_started(at_ms) if what == "started" else self.speech_stopped(at_ms))
@@ -260,7 +263,8 @@ class _Conn:
     async def on_input_audio_buffer_commit(self, event: dict[str, Any]) -> None:
         pass
 
-    on_input_audio_buffer_clear = on_conversation_item_retrieve = on_conversation_item_delete = on_input_audio_buffer_commit
+    on_input_audio_buffer_clear = on_input_audio_buffer_commit
+    on_conversation_item_retrieve = on_conversation_item_delete = on_input_audio_buffer_commit
 
     # -- responses --
 
@@ -292,10 +296,12 @@ class _Conn:
         transcript = f"({self.item_ms[r.item_id]} ms of reply)"
         await self.send({"type": "response.output_audio.done", **base})
         await self.send({"type": "response.output_audio_transcript.done", **base, "transcript": transcript})
-        await self.send({"type": "response.content_part.done", **base, "part": {"type": "audio", "transcript": transcript}})
+        await self.send({"type": "response.content_part.done", **base,
+                         "part": {"type": "audio", "transcript": transcript}})
         done_item = {**item, "status": "incomplete" if r.cancelled else "completed",
                      "content": [{"type": "output_audio", "transcript": transcript}]}
-        await self.send({"type": "response.output_item.done", "response_id": r.id, "output_index": 0, "item": done_item})
+        await self.send({"type": "response.output_item.done", "response_id": r.id, "output_index": 0,
+                         "item": done_item})
         output = [done_item]
         if self.fake.function_call is not None and not r.cancelled:
             output.append(await self._function_call(r, *self.fake.function_call))

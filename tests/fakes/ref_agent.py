@@ -46,7 +46,7 @@ class RefAgent(Recorder):
         self.reply_ms, self.chunk_ms, self.echo, self.pace_s = reply_ms, chunk_ms, echo, pace_s
         self.transfer_to = transfer_to
         self.reject_status: int | None = None
-        self.drop_after_frames: int | None = None
+        self.drop_after_frames: int | None = None  # one-shot: cleared when it fires
         self.refuse_call: str | None = None  # send a fatal error with this message after start
         self.connections = 0
         self.live = 0
@@ -130,6 +130,7 @@ class _Conn:
         self.agent.changed()
         drop = self.agent.drop_after_frames
         if drop is not None and self.frames >= drop:
+            self.agent.drop_after_frames = None  # one-shot: the reconnect may succeed
             await self.ws._stream.aclose()  # noqa: SLF001 — a network failure: no close frame
             return False
         for what, _ in self.vad.feed(ulaw):
