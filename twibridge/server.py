@@ -20,6 +20,7 @@ Hypercorn alone would drop them with 1006 after 3 s.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -31,6 +32,7 @@ from quart import Response, request, websocket
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 
+from twibridge import systemd
 from twibridge.call import Call
 from twibridge.config import Config
 from twibridge.logs import get_logger
@@ -176,10 +178,16 @@ def make_runtime(config: Config) -> Runtime:
     return Runtime(config=config, registry=make_registry(config), metrics=Metrics())
 
 
-async def drain(rt: Runtime) -> None:
-    """Refuse new calls, wait (bounded) for live ones, then close the rest with 1001."""
+async def drain(rt: Runtime, notifier: systemd.Notifier | None = None) -> None:
+    """Refuse new calls, wait (bounded) for live ones, then close the rest with 1001.
+
+    ``notifier`` tells systemd (``STOPPING=1``, and a stop timeout covering
+    this whole bounded drain).
+    """
     rt.stopping.set()
     log.info("server.draining", calls=rt.active, drain_timeout_s=rt.config.server.drain_timeout_s)
+    if notifier is not None:
+        notifier.stopping(systemd.status_text(rt), systemd.stop_timeout_s(rt))
     with trio.move_on_after(rt.config.server.drain_timeout_s):
         while rt.active:
             await rt.calls_changed.wait()
@@ -204,25 +212,50 @@ async def serve(
     """
     rt = rt or make_runtime(config)
     hc = hypercorn_config(config, host or config.server.host, config.server.port if port is None else port)
+    notifier = systemd.Notifier.from_environ()
+    watchdog_s = systemd.watchdog_period()
+    if rt.metrics is not None and getattr(rt.registry, "metrics", False) is None:
+        rt.registry.metrics = rt.metrics  # type: ignore[attr-defined]  # a shared registry reports outages
 
-    async def wait_signal() -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
+    signalled = trio.Event()
+
+    async def on_signals(signals: AsyncIterator[int]) -> None:
+        # Open for the server's whole life: a repeated SIGTERM/SIGINT (e.g.
+        # the whole control group signalled) must not kill a draining server.
+        async for signum in signals:
+            if signalled.is_set():
+                log.info("server.signal", signal=signal.Signals(signum).name, repeated=True,
+                         action="ignored: already stopping")
+            else:
                 log.info("server.signal", signal=signal.Signals(signum).name)
-                return
+                signalled.set()
 
     async def trigger() -> None:
-        await (shutdown_trigger or wait_signal)()
-        await drain(rt)
+        await (shutdown_trigger or signalled.wait)()
+        await drain(rt, notifier)
 
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            lambda task_status: hypercorn_serve(create_app(rt), hc, shutdown_trigger=trigger,
-                                                task_status=task_status)
-        )
-        url = binds[0]
-        log.info("server.listening", url=url, provider=config.agent.provider, max_calls=config.server.max_calls)
-        task_status.started(url)
+    # Programmatic callers (tests, simulate-call) bring their own trigger and
+    # may run outside the main thread, where signals cannot be received.
+    receiver = trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) if shutdown_trigger is None else None
+    try:
+        with receiver or contextlib.nullcontext() as signals:
+            async with trio.open_nursery() as nursery:
+                async def run_hypercorn(task_status: trio.TaskStatus[list[str]]) -> None:
+                    await hypercorn_serve(create_app(rt), hc, shutdown_trigger=trigger, task_status=task_status)
+                    nursery.cancel_scope.cancel(reason="server stopped")  # ends the tasks below
+
+                if signals is not None:
+                    nursery.start_soon(on_signals, signals)
+                binds = await nursery.start(run_hypercorn)
+                url = binds[0]
+                notifier.ready(systemd.status_text(rt))
+                await nursery.start(lambda task_status: systemd.watch(rt, notifier, watchdog_s=watchdog_s,
+                                                                      task_status=task_status))
+                log.info("server.listening", url=url, provider=config.agent.provider,
+                         max_calls=config.server.max_calls, systemd_notify=notifier.enabled, watchdog_s=watchdog_s)
+                task_status.started(url)
+    finally:
+        notifier.close()
 
 
 @asynccontextmanager
