@@ -99,7 +99,7 @@ def _audible_start(heard: bytes, start: float, end: float) -> int | None:
     for f in range(int(start // FRAME_MS), int(end // FRAME_MS) + 1):
         frame = heard[f * FRAME_BYTES : (f + 1) * FRAME_BYTES]
         if len(frame) == FRAME_BYTES and ulaw_dbfs(frame) > REPLY_AUDIBLE_DBFS:
-            return round(max(f * FRAME_MS, start))
+            return int(max(f * FRAME_MS, start))  # floor: where the audio was placed (playback._sample)
     return None
 
 
