@@ -169,7 +169,11 @@ def alaw_to_pcm16(data: bytes) -> bytes:
 #   on a = y >> 4, else on y >> 8, i.e. on the raw high byte b of x, which also
 #   carries the sign.  Same merge, and the tables give the final code directly.
 
-_LANE_SLOTS = [u for u in range(0x80, 0x100) if u & 0x30]  # 96 u values for segments 5-7
+# The 8-bit u of a μ-law lane, before the final translate:
+#   0 s r r r r r r   segments 0-3: sign, 6-bit rank (segment << 4 | mantissa)
+#   1 d 0 0 s h h h   segment 4: sign, top 3 mantissa bits from b, last bit d from a
+#   1 . x x . . . .   (xx != 00) 96 slots for segments 5-7 times the sign
+_LANE_SLOTS = tuple(u for u in range(0x80, 0x100) if u & 0x30)
 
 
 def _ulaw_u_seg4(s: int, hi3: int, bit: int) -> int:
@@ -276,12 +280,14 @@ def ulaw_mean_square(frame: bytes) -> float:
 
     Exact (an integer sum divided by the length), straight from the code
     bytes via a table of squares; 0.0 for an empty frame.  ``itemgetter``
-    does the 160 look-ups of a 20 ms frame in C, which measured faster than
-    ``sum(map(...))``, a byte histogram or a big-integer lane sum.
+    does the 160 look-ups of a 20 ms frame in C: measured faster than
+    ``sum(map(...))`` or a ``bytes.count`` histogram, and as fast as (but
+    much simpler than) summing big-integer lanes.
     """
     n = len(frame)
     if n > 1:
-        return sum(itemgetter(*frame)(_ULAW_SQUARES)) / n
+        total: int = sum(itemgetter(*frame)(_ULAW_SQUARES))
+        return total / n
     return float(_ULAW_SQUARES[frame[0]]) if n else 0.0
 
 
