@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,14 +15,16 @@ import trio_websocket
 
 from process_support import ServerProcess, base_env
 from support import TOKEN, Leg, media_socket, sid
+from test_systemd import FakeSystemd  # the fake NOTIFY_SOCKET (one helper, not a copy)
 from twibridge.config import build_config
 from twibridge.workers import bind_listener, config_payload
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and fd passing")
 
 
-def workers_cmd(n: int) -> list[str]:
-    return [sys.executable, "-m", "twibridge.workers", "--workers", str(n), "--host", "127.0.0.1", "--port", "0"]
+def workers_cmd(n: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "twibridge.workers", "--workers", str(n), "--host", "127.0.0.1", "--port", "0",
+            *extra]
 
 
 def is_event(name: str, **fields: Any) -> Any:
@@ -41,52 +44,65 @@ async def hold_call(url: str, n: int, closed_with: dict[int, int], *,
             closed_with[n] = exc.reason.code
 
 
-async def test_two_workers_share_the_port_restart_and_drain() -> None:
-    env = base_env(TWIBRIDGE_SERVER_DRAIN_TIMEOUT_S="1", TWIBRIDGE_LOG_LEVEL="info")
-    sp = ServerProcess(env, workers_cmd(2))
+async def test_two_workers_share_the_port_restart_and_drain(tmp_path: Path) -> None:
+    fake = FakeSystemd(str(tmp_path / "notify"))
+    env = base_env(TWIBRIDGE_SERVER_DRAIN_TIMEOUT_S="1", NOTIFY_SOCKET=fake.address, WATCHDOG_USEC="400000")
+    sp = ServerProcess(env, workers_cmd(2, "--child-timeout", "2"))
     closed_with: dict[int, int] = {}
-    with trio.fail_after(45):
-        async with trio.open_nursery() as nursery:
-            try:
-                await sp.start(nursery)
-                second = await sp.wait_for(is_event("server.listening"), count=2)
-                assert second["url"] == sp.url
-                pids = {line["pid"] for line in sp.events("server.listening")}
-                assert len(pids) == 2 and {line["worker"] for line in sp.events("server.listening")} == {0, 1}
+    try:
+        with trio.fail_after(45):
+            async with trio.open_nursery() as nursery:
+                try:
+                    await sp.start(nursery)
+                    second = await sp.wait_for(is_event("server.listening"), count=2)
+                    assert second["url"] == sp.url
+                    listening = sp.events("server.listening")
+                    assert len({line["pid"] for line in listening}) == 2
+                    assert {line["worker"] for line in listening} == {0, 1}
+                    # the parent speaks for the group: READY once both listen, then watchdog pings
+                    await fake.wait_for("READY")
+                    await fake.wait_for("WATCHDOG", count=2)
 
-                # calls land on both processes (one shared accept queue)
-                async with trio.open_nursery() as calls:
-                    n = 0
-                    while len({line["worker"] for line in sp.events("call.started")}) < 2:
-                        n += 1
-                        assert n <= 40, "every call went to one worker"
-                        await calls.start(hold_call, sp.url, n, closed_with)
-                        await sp.wait_for(is_event("call.started"), count=n)
+                    # calls land on both processes (one shared accept queue)
+                    async with trio.open_nursery() as calls:
+                        n = 0
+                        while len({line["worker"] for line in sp.events("call.started")}) < 2:
+                            n += 1
+                            assert n <= 40, "every call went to one worker"
+                            await calls.start(hold_call, sp.url, n, closed_with)
+                            await sp.wait_for(is_event("call.started"), count=n)
 
-                    # a worker killed mid-call: only its calls end; the parent restarts it
-                    victim = sp.events("call.started")[0]
-                    os.kill(victim["pid"], signal.SIGKILL)
-                    died = await sp.wait_for(is_event("workers.child_died", child_pid=victim["pid"]))
-                    assert died["code"] == -signal.SIGKILL
-                    back = await sp.wait_for(is_event("server.listening", worker=victim["worker"]), count=2)
-                    assert back["pid"] != victim["pid"] and back["url"] == sp.url
-                    # survivors are still served; a new call works on either
-                    await calls.start(hold_call, sp.url, 100, closed_with)
-                    await sp.wait_for(is_event("call.started"), count=n + 1)
+                        # a wedged worker (SIGSTOP: its loop stops beating) is killed and
+                        # restarted; only its own calls end
+                        victim = sp.events("call.started")[0]
+                        os.kill(victim["pid"], signal.SIGSTOP)
+                        await sp.wait_for(is_event("workers.child_unresponsive", child_pid=victim["pid"]))
+                        died = await sp.wait_for(is_event("workers.child_died", child_pid=victim["pid"]))
+                        assert died["code"] == -signal.SIGKILL
+                        back = await sp.wait_for(is_event("server.listening", worker=victim["worker"]), count=2)
+                        assert back["pid"] != victim["pid"] and back["url"] == sp.url
+                        await fake.wait_for("STATUS", "2/2 workers ready", count=2)
+                        # a new call is served
+                        await calls.start(hold_call, sp.url, 100, closed_with)
+                        await sp.wait_for(is_event("call.started"), count=n + 1)
 
-                    # SIGTERM: every worker drains (its live calls close 1001), all exit 0
-                    sp.signal(signal.SIGTERM)
-                    assert await sp.proc.wait() == 0  # type: ignore[union-attr]
-            finally:
-                if sp.proc is not None and sp.proc.poll() is None:
-                    sp.proc.kill()
-                    await sp.proc.wait()
+                        # SIGTERM: every worker drains (its live calls close 1001), all exit 0
+                        sp.signal(signal.SIGTERM)
+                        await fake.wait_for("STOPPING")
+                        assert await sp.proc.wait() == 0  # type: ignore[union-attr]
+                finally:
+                    if sp.proc is not None and sp.proc.poll() is None:
+                        sp.proc.kill()
+                        await sp.proc.wait()
+    finally:
+        fake.close()
     stopped = sp.events("workers.stopped")
     assert stopped and stopped[0]["ok"] is True and set(stopped[0]["exit_codes"].values()) == {0}
     victim_calls = {line["call_sid"] for line in sp.events("call.started") if line["pid"] == victim["pid"]}
     survivors = {n: code for n, code in closed_with.items() if sid("CA", n) not in victim_calls}
     assert survivors and set(survivors.values()) == {1001}
     assert len(sp.events("server.draining")) == 2
+    assert [m for m in fake.all() if "READY" in m] == [{"READY": "1", "STATUS": "2/2 workers ready"}]
     assert TOKEN not in json.dumps(sp.lines)
 
 

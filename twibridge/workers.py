@@ -21,10 +21,21 @@ normal app, runtime and drain of :mod:`twibridge.server`.
 Signals: the parent forwards SIGTERM (for SIGTERM or SIGINT) to each child
 once; each drains its calls like a single ``serve`` and exits 0.  Children
 ignore repeats (systemd's default ``KillMode=control-group`` signals every
-process too) and drain by themselves if the parent dies.  The parent exits 0
-when every child did.  A child that dies while serving is restarted (backoff
-1 s doubling to 30 s); three deaths within 10 s of starting in a row (a crash
-loop) stop everything with exit 1, so systemd's ``Restart=`` takes over.
+process too).  The parent exits 0 when every child did.
+
+Liveness: each child writes a heartbeat byte to a pipe from its Trio loop
+every second (the first says "listening").  The parent SIGKILLs a child
+silent for ``child_timeout_s`` (a wedged loop serves no call) and a child
+whose pipe breaks drains by itself (the parent is gone).  A child that dies
+is restarted (backoff 1 s doubling to 30 s); three deaths within 10 s of
+starting in a row (a crash loop) stop everything with exit 1, so systemd's
+``Restart=`` takes over.
+
+systemd: the parent speaks sd_notify for the whole group (``Type=notify``
+works unchanged): ``READY=1`` once every child listens, ``STATUS`` with the
+workers ready, ``WATCHDOG=1`` from its loop (children are watched through
+their heartbeats instead), ``STOPPING=1`` with a timeout covering the drain.
+Children get no ``NOTIFY_SOCKET`` (``NotifyAccess=main`` would refuse them).
 
 What is shared: the port, and with ``[state] backend = "redis"`` the call
 registry (duplicates, ``max_calls``, history).  With the memory backend each
@@ -48,6 +59,7 @@ from typing import Any
 import trio
 from pydantic import SecretStr
 
+from twibridge import systemd
 from twibridge.config import Config, build_config
 from twibridge.logs import get_logger
 
@@ -61,8 +73,12 @@ RESTART_BACKOFF_S, RESTART_BACKOFF_MAX_S = 1.0, 30.0
 FAST_FAILURE_S = 10.0
 #: … and this many in a row in one slot is a crash loop: stop, exit 1.
 MAX_FAST_FAILURES = 3
-#: A child checks this often whether its parent is gone.
-PARENT_POLL_S = 1.0
+#: A child's heartbeat period, and the silence after which the parent kills it.
+HEARTBEAT_S, CHILD_TIMEOUT_S = 1.0, 15.0
+#: A child must report "listening" within this long of starting.
+CHILD_START_LIMIT_S = 60.0
+#: Environment a child must not inherit: only the parent talks to systemd.
+PARENT_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
 def bind_listener(host: str, port: int) -> socket.socket:
@@ -98,7 +114,7 @@ def config_payload(config: Config) -> bytes:
 
 
 def run_workers(config: Config, config_path: Path | None, n: int, host: str | None = None,
-                port: int | None = None) -> int:
+                port: int | None = None, *, child_timeout_s: float = CHILD_TIMEOUT_S) -> int:
     """Serve with ``n`` processes until SIGTERM/SIGINT; return the exit code.
 
     Blocking (runs its own ``trio.run``); usable from a script or a bench.
@@ -110,7 +126,7 @@ def run_workers(config: Config, config_path: Path | None, n: int, host: str | No
     host = host or config.server.host
     sock = bind_listener(host, config.server.port if port is None else port)
     try:
-        return trio.run(_Supervisor(config, config_path, n, sock).run)
+        return trio.run(_Supervisor(config, config_path, n, sock, child_timeout_s).run)
     finally:
         sock.close()
 
@@ -121,29 +137,44 @@ class _Slot:
     proc: trio.Process | None = None
     fast_failures: int = 0
     returncode: int | None = None
+    ready: bool = False
+    last_beat: float = 0.0
 
 
 class _Supervisor:
-    def __init__(self, config: Config, config_path: Path | None, n: int, sock: socket.socket) -> None:
+    def __init__(self, config: Config, config_path: Path | None, n: int, sock: socket.socket,
+                 child_timeout_s: float) -> None:
         self.config = config
         self.config_path = config_path
         self.sock = sock
+        self.child_timeout_s = child_timeout_s
         self.slots = [_Slot(i) for i in range(n)]
         self.payload = config_payload(config)
+        self.env = {k: v for k, v in os.environ.items() if k not in PARENT_ONLY_ENV}
         self.stopping = trio.Event()
         self.fatal = False
+        self.notifier = systemd.Notifier.from_environ()
+        self.announced = False
         name = sock.getsockname()
         self.url = f"http://[{name[0]}]:{name[1]}" if sock.family == socket.AF_INET6 else f"http://{name[0]}:{name[1]}"
 
     async def run(self) -> int:
         log.info("workers.listening", url=self.url, workers=len(self.slots), pid=os.getpid(),
                  config=str(self.config_path) if self.config_path else "built-in defaults")
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._signals)
-            async with trio.open_nursery() as children:
-                for slot in self.slots:
-                    children.start_soon(self._run_slot, slot)
-            nursery.cancel_scope.cancel(reason="all workers exited")
+        watchdog_s = systemd.watchdog_period()
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                nursery.start_soon(self._signals)
+                nursery.start_soon(self._monitor)
+                if watchdog_s is not None:
+                    nursery.start_soon(self._watchdog, watchdog_s)
+                async with trio.open_nursery() as children:
+                    for slot in self.slots:
+                        children.start_soon(self._run_slot, slot)
+                nursery.cancel_scope.cancel(reason="all workers exited")
+        finally:
+            self.notifier.close()
         codes = {s.index: s.returncode for s in self.slots}
         ok = not self.fatal and all(c == 0 for c in codes.values())
         log.info("workers.stopped", exit_codes=codes, ok=ok)
@@ -161,6 +192,10 @@ class _Supervisor:
 
     def _stop_all(self) -> None:
         self.stopping.set()
+        cfg = self.config
+        live = sum(1 for s in self.slots if s.proc is not None and s.proc.returncode is None)
+        self.notifier.stopping(f"draining {live} workers", cfg.server.drain_timeout_s
+                               + cfg.calls.teardown_timeout_s + 10 + systemd.STOP_SLACK_S)
         for slot in self.slots:
             self._terminate(slot)
 
@@ -172,12 +207,51 @@ class _Supervisor:
             except ProcessLookupError:
                 pass
 
+    def _readiness_changed(self) -> None:
+        ready = sum(s.ready for s in self.slots)
+        status = f"{ready}/{len(self.slots)} workers ready"
+        if not self.announced and ready == len(self.slots):
+            self.announced = True
+            self.notifier.ready(status)
+            log.info("workers.ready", workers=ready, url=self.url)
+        elif self.announced and not self.stopping.is_set():
+            self.notifier.status(status)
+
+    async def _watchdog(self, period: float) -> None:
+        while True:
+            self.notifier.watchdog()
+            await trio.sleep(period)
+
+    async def _monitor(self) -> None:
+        """Kill a child whose loop stopped beating (it would hold calls it cannot serve)."""
+        while True:
+            await trio.sleep(min(0.5, self.child_timeout_s / 4))
+            now = trio.current_time()
+            for slot in self.slots:
+                proc = slot.proc
+                limit = self.child_timeout_s if slot.ready else max(CHILD_START_LIMIT_S, self.child_timeout_s)
+                if proc is None or proc.returncode is not None or now - slot.last_beat <= limit:
+                    continue
+                log.error("workers.child_unresponsive", worker=slot.index, child_pid=proc.pid,
+                          silent_s=round(now - slot.last_beat, 1), action="SIGKILL, then restart")
+                slot.last_beat = float("inf")  # once
+                proc.kill()
+
     async def _spawn(self, slot: _Slot) -> trio.Process:
         fd = self.sock.fileno()
-        proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "twibridge.workers", "--child", "--fd", str(fd), "--index", str(slot.index),
-             "--parent", str(os.getpid())],
-            stdin=subprocess.PIPE, pass_fds=(fd,), start_new_session=True)
+        beat_r, beat_w = os.pipe()
+        try:
+            proc = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "twibridge.workers", "--child", "--fd", str(fd), "--index", str(slot.index),
+                 "--heartbeat-fd", str(beat_w)],
+                stdin=subprocess.PIPE, pass_fds=(fd, beat_w), start_new_session=True, env=self.env)
+        except BaseException:
+            os.close(beat_r)
+            raise
+        finally:
+            os.close(beat_w)
+        slot.ready, slot.last_beat = False, trio.current_time()
+        self.nursery.start_soon(self._heartbeats, slot, proc, trio.lowlevel.FdStream(beat_r))
         assert proc.stdin is not None
         try:
             await proc.stdin.send_all(self.payload)
@@ -185,6 +259,16 @@ class _Supervisor:
             pass  # it died at once; its exit code says why
         await proc.stdin.aclose()
         return proc
+
+    async def _heartbeats(self, slot: _Slot, proc: trio.Process, beats: trio.lowlevel.FdStream) -> None:
+        async with beats:
+            while data := await beats.receive_some(256):
+                if slot.proc is not proc:
+                    return
+                slot.last_beat = trio.current_time()
+                if not slot.ready and b"R" in data:
+                    slot.ready = True
+                    self._readiness_changed()
 
     async def _run_slot(self, slot: _Slot) -> None:
         backoff = RESTART_BACKOFF_S
@@ -196,6 +280,9 @@ class _Supervisor:
                 self._terminate(slot)
             code = await self._wait(slot.proc)
             slot.returncode = code
+            if slot.ready:
+                slot.ready = False
+                self._readiness_changed()
             if self.stopping.is_set():
                 log.info("workers.child_exited", worker=slot.index, child_pid=slot.proc.pid, code=code)
                 return
@@ -237,15 +324,19 @@ class _Supervisor:
 # ---------------------------------------------------------------- the child
 
 
-async def serve_fd(config: Config, fd: int, index: int, parent_pid: int) -> None:
-    """One worker: the normal app and drain, on the inherited socket ``fd``."""
+async def serve_fd(config: Config, fd: int, heartbeat_fd: int) -> None:
+    """One worker: the normal app, drain and lag probe, on the inherited socket ``fd``.
+
+    Mirrors :func:`twibridge.server.serve` (which binds its own socket) but
+    reports to the parent through ``heartbeat_fd`` instead of to systemd.
+    """
     from hypercorn.trio import serve as hypercorn_serve
 
     from twibridge.server import create_app, drain, hypercorn_config, make_runtime
 
     rt = make_runtime(config)
-    if hasattr(rt.registry, "metrics"):
-        rt.registry.metrics = rt.metrics  # Redis outages show in /metrics
+    if rt.metrics is not None and getattr(rt.registry, "metrics", False) is None:
+        rt.registry.metrics = rt.metrics  # type: ignore[attr-defined]  # Redis outages show in /metrics
     hc = hypercorn_config(config, "127.0.0.1", 0)
     hc.bind = [f"fd://{fd}"]
     stop = trio.Event()
@@ -258,11 +349,17 @@ async def serve_fd(config: Config, fd: int, index: int, parent_pid: int) -> None
                 log.info("server.signal", signal=signal.Signals(signum).name, repeated=stop.is_set())
                 stop.set()
 
-    async def parent_watch() -> None:
-        while os.getppid() == parent_pid:
-            await trio.sleep(PARENT_POLL_S)
-        log.warning("workers.parent_gone", action="draining")
-        stop.set()
+    async def heartbeat() -> None:
+        # From this loop: a wedged loop stops beating and the parent kills it.
+        async with trio.lowlevel.FdStream(heartbeat_fd) as beats:
+            try:
+                await beats.send_all(b"R")
+                while True:
+                    await trio.sleep(HEARTBEAT_S)
+                    await beats.send_all(b".")
+            except trio.BrokenResourceError:
+                log.warning("workers.parent_gone", action="draining")
+                stop.set()
 
     async def trigger() -> None:
         await stop.wait()
@@ -275,8 +372,10 @@ async def serve_fd(config: Config, fd: int, index: int, parent_pid: int) -> None
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(signals)
-            nursery.start_soon(parent_watch)
             binds = await nursery.start(run_server)
+            await nursery.start(lambda task_status: systemd.watch(rt, systemd.Notifier(None),
+                                                                  task_status=task_status))
+            nursery.start_soon(heartbeat)
             log.info("server.listening", url=binds[0], provider=config.agent.provider,
                      max_calls=config.server.max_calls)
     finally:
@@ -292,7 +391,7 @@ def _child(args: argparse.Namespace) -> int:
     config = build_config(json.loads(sys.stdin.buffer.read()))
     logs.configure(config.log.level, config.log.format, config.secrets())
     structlog.contextvars.bind_contextvars(worker=args.index, pid=os.getpid())
-    trio.run(serve_fd, config, args.fd, args.index, args.parent)
+    trio.run(serve_fd, config, args.fd, args.heartbeat_fd)
     log.info("server.stopped")
     return 0
 
@@ -310,7 +409,8 @@ def _parent(args: argparse.Namespace) -> int:
         return 2
     logs.configure(config.log.level, config.log.format, config.secrets())
     try:
-        return run_workers(config, path, args.workers or config.server.workers, args.host, args.port)
+        return run_workers(config, path, args.workers or config.server.workers, args.host, args.port,
+                           child_timeout_s=args.child_timeout)
     except OSError as exc:
         print(f"cannot serve on {args.host or config.server.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
@@ -322,10 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--child-timeout", type=float, default=CHILD_TIMEOUT_S,
+                   help="Kill a worker whose loop is silent this long (seconds).")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--fd", type=int, help=argparse.SUPPRESS)
     p.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--parent", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--heartbeat-fd", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     return _child(args) if args.child else _parent(args)
 
