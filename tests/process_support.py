@@ -105,13 +105,7 @@ async def voice_verbs(url: str, call_sid: str) -> list[str]:
 
 
 async def run_calls_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    """``twibridge calls`` (through a one-command Typer app until cli.py registers it)."""
-    from twibridge.cli import app
-
-    if any(getattr(c, "name", None) == "calls" for c in app.registered_commands):
-        argv = [sys.executable, "-m", "twibridge", "calls", *args]
-    else:
-        argv = [sys.executable, "-c", "import typer; from twibridge.cli_calls import calls_command; "
-                "app = typer.Typer(); app.command()(calls_command); app()", *args]
-    result = await trio.run_process(argv, env=env, capture_stdout=True, capture_stderr=True, check=False)
+    """``twibridge calls ARGS`` as a process: (exit code, stdout, stderr)."""
+    result = await trio.run_process([sys.executable, "-m", "twibridge", "calls", *args], env=env,
+                                    capture_stdout=True, capture_stderr=True, check=False)
     return result.returncode, result.stdout.decode(), result.stderr.decode()

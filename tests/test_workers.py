@@ -106,6 +106,29 @@ async def test_two_workers_share_the_port_restart_and_drain(tmp_path: Path) -> N
     assert TOKEN not in json.dumps(sp.lines)
 
 
+async def test_twibridge_serve_workers_option() -> None:
+    """The real CLI path: ``twibridge serve --workers 2`` serves a call and stops cleanly."""
+    args = [sys.executable, "-m", "twibridge", "serve", "--workers", "2", "--host", "127.0.0.1", "--port", "0"]
+    sp = ServerProcess(base_env(TWIBRIDGE_SERVER_DRAIN_TIMEOUT_S="1"), args)
+    closed_with: dict[int, int] = {}
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            try:
+                await sp.start(nursery)
+                await sp.wait_for(is_event("server.listening"), count=2)
+                async with trio.open_nursery() as calls:
+                    await calls.start(hold_call, sp.url, 7, closed_with)
+                    await sp.wait_for(is_event("call.started"))
+                    sp.signal(signal.SIGTERM)
+                assert await sp.proc.wait() == 0  # type: ignore[union-attr]
+            finally:
+                if sp.proc is not None and sp.proc.poll() is None:
+                    sp.proc.kill()
+                    await sp.proc.wait()
+    assert closed_with == {7: 1001}
+    assert sp.events("server.starting")[0]["workers"] == 2
+
+
 async def test_crash_loop_stops_everything_with_exit_1() -> None:
     # a config every child refuses at start (an unusable Redis URL): the parent gives up
     env = base_env(TWIBRIDGE_STATE_BACKEND="redis", TWIBRIDGE_STATE_REDIS_URL="http://nope/0")
