@@ -79,7 +79,7 @@ class _QuartTransport:
 def create_app(rt: Runtime) -> QuartTrio:
     cfg = rt.config
     app = QuartTrio("twibridge")
-    app.asgi_http_class = _ClosingHTTPConnection  # type: ignore[assignment]
+    app.asgi_http_class = _ClosingHTTPConnection
     checker = SignatureChecker(cfg.twilio.auth_token.get_secret_value())
     validate = cfg.twilio.validate_signatures
 
@@ -116,7 +116,7 @@ def create_app(rt: Runtime) -> QuartTrio:
                 rt.metrics.refused("busy")
             return twiml(busy(cfg.fallback.say, cfg.fallback.dial))
         base = public_base(cfg.server.public_url, request.scheme, request.host)
-        params = {k: form[k] for k in ("CallSid", "From", "To") if k in form}
+        params: dict[str, str] = {k: str(form[k]) for k in ("CallSid", "From", "To") if k in form}
         log.info("voice.answered", call_sid=call_sid, from_number=form.get("From", ""))
         return twiml(connect_stream(to_ws(base) + "/media-stream", base + "/stream-status", params))
 

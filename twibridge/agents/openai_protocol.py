@@ -312,7 +312,7 @@ class RealtimeConnection:
         rid = response.get("id")
         if rid == self.active_response:
             self.active_response = None
-        self.cancelled.discard(rid)  # type: ignore[arg-type]
+        self.cancelled.discard(rid)
         if response.get("status") == "failed":
             details = response.get("status_details")
             err = details.get("error") if isinstance(details, dict) else None

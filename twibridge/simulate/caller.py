@@ -25,6 +25,7 @@ reads like one at speed 1.
 from __future__ import annotations
 
 import math
+from functools import partial
 from datetime import datetime, timezone
 import ssl
 from typing import Callable
@@ -181,7 +182,7 @@ class _Call:
         for name in progress.marks:
             if self.hung_up or self.closed:
                 break
-            await self.send(lambda seq, name=name: p.build_mark_echo(seq, sid, name))
+            await self.send(partial(p.build_mark_echo, stream_sid=sid, name=name))
             self.r.marks_echoed += 1
             self.events.add(now, "to_server", "mark", name=name)
 
@@ -195,7 +196,7 @@ class _Call:
         total_ms = frames * p.FRAME_MS
         # One schedule of (audio ms, order, what): frame n leaves once its 20 ms
         # have been "spoken", at (n + 1) * 20 ms; digits at their own times.
-        schedule = [((n + 1) * p.FRAME_MS, 1, n) for n in range(frames)]
+        schedule: list[tuple[float, int, int | str]] = [((n + 1) * p.FRAME_MS, 1, n) for n in range(frames)]
         schedule += [(t * 1000, 0, digit) for t, digit in self.opts.dtmf if t * 1000 <= total_ms]
         schedule.sort(key=lambda item: (item[0], item[1]))
         step = 1 / (1000 * self.opts.speed)
@@ -203,11 +204,12 @@ class _Call:
             await trio.sleep_until(self.t0 + due_ms * step)  # absolute deadline: no drift
             await self.tick()
             if isinstance(what, str):
-                await self.send(lambda seq, d=what: p.build_dtmf(seq, sid, d))
+                await self.send(partial(p.build_dtmf, stream_sid=sid, digit=what))
                 self.events.add(due_ms, "to_server", "dtmf", digit=what)
                 continue
             chunk = r.caller_ulaw[what * p.FRAME_BYTES : (what + 1) * p.FRAME_BYTES].ljust(p.FRAME_BYTES, b"\xff")
-            await self.send(lambda seq, n=what, c=chunk: p.build_inbound_media(seq, sid, n + 1, n * p.FRAME_MS, c))
+            await self.send(partial(p.build_inbound_media, stream_sid=sid, chunk=what + 1,
+                                    timestamp_ms=what * p.FRAME_MS, ulaw=chunk))
             r.frames_sent += 1
             self.events.media(due_ms, "to_server", p.FRAME_BYTES)
             if self.on_progress is not None:
@@ -293,8 +295,8 @@ class _Call:
         except* (trio_websocket.HandshakeError, trio.TooSlowError, OSError, trio.BrokenResourceError) as group:
             if self.ws is not None:
                 raise  # not a handshake problem: a bug, keep the traceback
-            exc = group.exceptions[0]
-            self.end(Outcome.REFUSED, f"31920: websocket handshake failed: {exc or type(exc).__name__}")
+            first = group.exceptions[0]
+            self.end(Outcome.REFUSED, f"31920: websocket handshake failed: {first or type(first).__name__}")
         finally:
             await trio.aclose_forcefully(stream)
 

@@ -86,7 +86,7 @@ def voice_params(call_sid: str, account_sid: str, from_number: str, to_number: s
 
 def sign(auth_token: str, url: str, params: Mapping[str, str]) -> str:
     """``X-Twilio-Signature`` for ``url`` (exactly as requested) and form ``params``."""
-    return RequestValidator(auth_token).compute_signature(url, dict(params))
+    return str(RequestValidator(auth_token).compute_signature(url, dict(params)))
 
 
 def _local(tag: str) -> str:

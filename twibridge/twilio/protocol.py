@@ -274,12 +274,13 @@ def parse_from_twilio(text: str | bytes) -> TwilioEvent:
         digit = _str(_obj(d, "dtmf"), "digit", max_len=4)
         return Dtmf(sequence_number=_intstr(d, "sequenceNumber"), stream_sid=_str(d, "streamSid"), digit=digit)
     if event == "stop":
-        s = d.get("stop") if isinstance(d.get("stop"), dict) else {}
+        stop = d.get("stop")
+        info: Mapping[str, Any] = stop if isinstance(stop, dict) else {}
         return Stop(
             sequence_number=_intstr(d, "sequenceNumber"),
             stream_sid=_str(d, "streamSid"),
-            account_sid=str(s.get("accountSid", "")),
-            call_sid=str(s.get("callSid", "")),
+            account_sid=str(info.get("accountSid", "")),
+            call_sid=str(info.get("callSid", "")),
         )
     return Unknown(event=event[:64])
 
