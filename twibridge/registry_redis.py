@@ -5,7 +5,7 @@ Why this shape:
 * The ``redis`` package's asyncio client does not run under Trio, so each
   operation is one blocking call of its **sync** client run in a worker thread
   (``trio.to_thread.run_sync(..., abandon_on_cancel=True)``) under a deadline
-  shorter than ``[state] timeout_s``: the caller's own bound never has to fire,
+  shorter than ``[state] timeout_s`` (80 %): the caller's own bound never has to fire,
   and a hung Redis costs one abandoned thread (the socket timeout ends it),
   never a blocked call.  Operations happen per call, never per frame.
 * Every multi-key operation is one Lua script, so it is atomic and one round
@@ -182,7 +182,7 @@ class RedisRegistry:
         self._password = _url_password(url)
         # Socket timeouts below our deadline, no client-side retries: a failing
         # op must fail once, fast, and leave fallback to us.
-        sock_timeout = max(0.05, self.timeout_s * 0.8)
+        sock_timeout = max(0.05, self.timeout_s * 0.7)
         try:
             self._client = redis.Redis.from_url(
                 url, decode_responses=True, socket_timeout=sock_timeout, socket_connect_timeout=sock_timeout,
@@ -192,7 +192,7 @@ class RedisRegistry:
         self._scripts = {name: self._client.register_script(src) for name, src in (
             ("register", _REGISTER), ("refresh", _REFRESH), ("unregister", _UNREGISTER),
             ("count", _COUNT), ("live", _LIVE), ("recent", _RECENT))}
-        self._deadline = self.timeout_s * 0.9
+        self._deadline = self.timeout_s * 0.8
         self._limiter = trio.CapacityLimiter(MAX_THREADS)
         #: Records this process holds, with the exact JSON stored (ownership check).
         self._mine: dict[str, tuple[CallRecord, str]] = {}
