@@ -184,7 +184,10 @@ class Call:
         if registered and self.start is not None:
             summary = self.summary()
             with trio.move_on_after(self.cfg.calls.teardown_timeout_s, shield=True):
-                await self.rt.registry.unregister(self.start.call_sid, summary)
+                # The transcript (if the agent gave one) goes to the registry's
+                # history only, never into the log line: it is the caller's speech.
+                await self.rt.registry.unregister(self.start.call_sid,
+                                                  {**summary, "transcript": self.stats.transcript})
             self.rt.calls.pop(self.start.call_sid, None)
             self.rt.notify_calls_changed()
             if self.rt.metrics is not None:
