@@ -194,6 +194,8 @@ class Call:
                 self.rt.metrics.call_ended(summary, self.speaker.stats.reply_latency_ms,
                                            self.speaker.stats.clear_latency_ms)
             log.info("call.ended", **summary)
+        elif self.outcome == "refused-duplicate" and self.rt.metrics is not None:
+            self.rt.metrics.refused("duplicate")
         structlog.contextvars.unbind_contextvars("call_sid", "stream_sid")
 
     @property
