@@ -1,0 +1,356 @@
+"""The whole bench, one command: ``.venv/bin/python -m bench`` (``--quick`` for a ~2 min run).
+
+Every figure is measured side by side with its baseline in the same run and
+reported as a ratio, because a shared VM's speed drifts from run to run.
+Servers and the driver are separate processes (the driver is
+:mod:`bench.driver`); everything runs on loopback, every loop is bounded and
+every child is killed at the end.  Tables go to stdout (Markdown), progress
+to stderr, and ``--json PATH`` keeps the raw results.  The method is in
+``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import trio
+
+from bench import report
+from bench.procs import PY, ServerProcess, bench_env, run_driver
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LATE_P99_MS = report.LATE_P99_MS
+#: The sweep stops for a server after this many consecutive N that do not hold.
+MAX_MISSES = 2
+FAKE_KEY = "sk-bench-0123456789abcdef"
+
+
+def progress(msg: str) -> None:
+    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {msg}\n")
+    sys.stderr.flush()
+
+
+@dataclass
+class Plan:
+    quick: bool
+    duration_s: float
+    sweep: list[int]
+    extend_to: int
+    latency_ns: list[int]
+    barge_n: int
+    agent_sweep: list[int]
+    workers_ns: list[int]
+    startup_runs: int
+    sections: list[str] = field(default_factory=list)
+
+
+def make_plan(quick: bool, sections: list[str]) -> Plan:
+    if quick:
+        return Plan(True, 6.0, [10, 50], 50, [1, 10], 10, [10], [50], 3, sections)
+    return Plan(False, 16.0, [10, 25, 50, 100, 150, 200], 300, [1, 50], 50, [25, 50, 100, 150, 200],
+                [150, 200, 300], 5, sections)
+
+
+def ramp_for(n: int) -> float:
+    return min(4.0, max(0.5, n * 0.02))
+
+
+# ---------------------------------------------------------------- server kinds
+
+
+@dataclass
+class Kind:
+    argv: list[str]
+    env: dict[str, str]
+    #: Extra processes to start first (e.g. the fake OpenAI server): a callable returning the env to add.
+    before: Callable[[trio.Nursery], Awaitable[tuple[dict[str, str], list[ServerProcess]]]] | None = None
+    #: The server logs no ``call.ended`` with ``frames_in``: count inbound frames at the fake agent.
+    counts_at_agent: bool = False
+
+
+async def _fake_realtime(nursery: trio.Nursery) -> tuple[dict[str, str], list[ServerProcess]]:
+    fake = ServerProcess([PY, "-m", "bench.fake_realtime", "--key", FAKE_KEY], bench_env(), "fake-realtime")
+    await fake.start(nursery)
+    url = fake.url.replace("http://", "ws://") + "/v1/realtime"
+    return {"TWIBRIDGE_AGENT_PROVIDER": "openai", "TWIBRIDGE_AGENT_OPENAI_API_KEY": FAKE_KEY,
+            "TWIBRIDGE_AGENT_OPENAI_URL": url, "BENCH_FAKE_URL": url, "OPENAI_API_KEY": FAKE_KEY}, [fake]
+
+
+def kinds() -> dict[str, Kind]:
+    serve = [PY, "-m", "twibridge", "serve", "--host", "127.0.0.1", "--port", "0"]
+    provider_barge = {"TWIBRIDGE_TURNS_BARGE_IN": "provider"}
+    return {
+        "twibridge": Kind(serve, bench_env()),
+        "twibridge-on-tws": Kind([PY, "-m", "bench.bridge_server", "--transport", "tws"], bench_env()),
+        "twibridge-on-raw": Kind([PY, "-m", "bench.bridge_server", "--transport", "raw"], bench_env()),
+        "baseline": Kind([PY, "-m", "bench.baseline_echo", "--mode", "echo"], bench_env()),
+        "twibridge-pass": Kind([PY, "-m", "bench.bridge_server", "--agent", "passthrough"], bench_env(**provider_barge)),
+        "baseline-pass": Kind([PY, "-m", "bench.baseline_echo", "--mode", "passthrough"], bench_env()),
+        "twibridge-workers2": Kind([PY, "-m", "twibridge.workers", "--workers", "2", "--host", "127.0.0.1",
+                                    "--port", "0"], bench_env()),
+        "twibridge-openai": Kind(serve, bench_env(), before=_fake_realtime),
+    }
+
+
+# -------------------------------------------------------------------- one point
+
+
+async def measure(kind_name: str, n: int, plan: Plan, script: str = "echo", barge_every_s: float = 0.0,
+                  kind: Kind | None = None) -> dict[str, Any]:
+    kind = kind or kinds()[kind_name]
+    prefix = os.urandom(4).hex()
+    extra: list[ServerProcess] = []
+    row_extra: dict[str, Any] = {}
+    async with trio.open_nursery() as nursery:
+        try:
+            env = dict(kind.env)
+            if kind.before is not None:
+                add, extra = await kind.before(nursery)
+                env.update(add)
+            srv = ServerProcess(kind.argv, env, kind_name)
+            extra.append(srv)
+            await srv.start(nursery)
+            if kind_name == "twibridge-workers2":
+                await srv.wait_for(lambda l: l.get("event") == "server.listening", 30, count=2)
+            aux = extra[0] if len(extra) > 1 else None
+            d = await run_driver(srv.ws_url, n, pid=srv.pid, prefix=prefix, duration_s=plan.duration_s,
+                                 ramp_s=ramp_for(n), script=script, barge_every_s=barge_every_s,
+                                 aux_pid=aux.pid if aux else 0)
+            ok = d["connected"] - sum(d["failed"].values())
+            ended: list[dict[str, Any]] = []
+            if kind.counts_at_agent and aux is not None:
+                # No per-call summary from this server: count the frames its agent leg received.
+                await trio.sleep(1.0)
+                os.kill(aux.pid, signal.SIGUSR1)  # agent sockets still open a second after the calls ended
+                await aux.wait_for(lambda l: l.get("event") == "fake.totals", 5)
+                row_extra = {"agent_sockets_left_open": aux.events("fake.totals")[-1]["live"]}
+                await srv.stop()
+                await aux.stop()
+                totals = aux.events("fake.totals")
+                lost = d["frames_sent"] - int(totals[-1]["appends"]) if totals else None
+            else:
+                with trio.move_on_after(10):
+                    while len(ended) < ok:
+                        ended = srv.events("call.ended", "CA" + prefix)
+                        await trio.sleep(0.2)
+                lost = d["frames_sent"] - sum(int(e.get("frames_in", 0)) for e in ended) if len(ended) >= ok else None
+        finally:
+            for p in reversed(extra):
+                await p.stop()
+            nursery.cancel_scope.cancel()
+    lat = d["lateness_ms"]
+    holds = (ok == n and not d["failed"] and d["silent_calls"] == 0 and lost == 0
+             and (lat["p99"] or 0.0) < LATE_P99_MS)
+    row = {"server": kind_name, "calls": n, "script": script, "driver": d, "lost": lost, "holds": holds,
+           "outcomes": _count(e.get("outcome", "?") for e in ended), **row_extra}
+    progress(f"{kind_name:>20} N={n:<4} late p99={_fmt(lat['p99'])} ms lost={lost} "
+             f"cpu={_fmt(d.get('server_cpu_pct'))}% driver late p99={_fmt(d['driver_send_late_ms']['p99'])} ms "
+             f"{'holds' if holds else 'MISS'}")
+    return row
+
+
+def _count(items: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in items:
+        out[i] = out.get(i, 0) + 1
+    return out
+
+
+def _fmt(v: Any) -> str:
+    return "–" if v is None else f"{v:.1f}"
+
+
+async def sweep(servers: dict[str, Kind], ns: list[int], plan: Plan,
+                extend_to: int | None = None) -> list[dict[str, Any]]:
+    """Each N for every server in turn (interleaved, so a noisy spell hits them alike).
+
+    A server drops out after :data:`MAX_MISSES` consecutive N that do not
+    hold; while any server still holds at the last N, N grows by 100 up to
+    ``extend_to``.
+    """
+    rows: list[dict[str, Any]] = []
+    misses = {name: 0 for name in servers}
+    todo = list(ns)
+    while todo:
+        n = todo.pop(0)
+        for name, kind in servers.items():
+            if misses[name] >= MAX_MISSES:
+                continue
+            row = await measure(name, n, plan, kind=kind)
+            rows.append(row)
+            misses[name] = 0 if row["holds"] else misses[name] + 1
+        alive = [name for name in servers if misses[name] == 0]
+        if not todo and alive and extend_to and n < extend_to:
+            todo.append(min(extend_to, n + 100))
+    return rows
+
+
+# ---------------------------------------------------------------- the sections
+
+
+def startup(plan: Plan) -> list[dict[str, Any]]:
+    progress("start-up timings")
+    twibridge = os.path.join(os.path.dirname(PY), "twibridge")
+    cmd_tw = [twibridge] if os.path.exists(twibridge) else [PY, "-m", "twibridge"]
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as fh:
+        fh.write('[twilio]\nauth_token = "0123456789abcdef0123456789abcdef"\n')
+        cfg_path = fh.name
+    env = bench_env()
+    cases = [("python -c pass", [PY, "-c", "pass"]), ("twibridge --help", [*cmd_tw, "--help"]),
+             ("twibridge validate-config", [*cmd_tw, "validate-config", cfg_path])]
+    rows = []
+    try:
+        for what, argv in cases:
+            times = []
+            for _ in range(plan.startup_runs):
+                t = time.perf_counter()
+                subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
+                               timeout=60)
+                times.append((time.perf_counter() - t) * 1000)
+            rows.append({"what": what, "median_ms": statistics.median(times), "min_ms": min(times),
+                         "runs": len(times)})
+        times = []
+        for _ in range(plan.startup_runs):
+            times.append(trio.run(_time_to_ready, [*cmd_tw, "serve", "--host", "127.0.0.1", "--port", "0"], env))
+        rows.append({"what": "twibridge serve → server.listening", "median_ms": statistics.median(times),
+                     "min_ms": min(times), "runs": len(times)})
+    finally:
+        os.unlink(cfg_path)
+    return rows
+
+
+async def _time_to_ready(argv: list[str], env: dict[str, str]) -> float:
+    srv = ServerProcess(argv, env, "serve")
+    async with trio.open_nursery() as nursery:
+        try:
+            t = time.perf_counter()
+            await srv.start(nursery)
+            return (time.perf_counter() - t) * 1000
+        finally:
+            await srv.stop()
+            nursery.cancel_scope.cancel()
+
+
+def codec() -> tuple[str, list[dict[str, Any]]]:
+    progress("codec table (bench.codec)")
+    try:
+        from bench import codec as codec_bench
+    except ImportError as exc:
+        return f"(bench.codec not available: {exc})", []
+    rows = codec_bench.run()
+    return codec_bench.format_table(rows), rows
+
+
+async def run_async(plan: Plan) -> dict[str, Any]:
+    out: dict[str, Any] = {"plan": vars(plan).copy()}
+    if "capacity" in plan.sections:
+        names = ["baseline", "twibridge"] + ([] if plan.quick else ["twibridge-on-tws"])
+        out["capacity"] = await sweep({k: kinds()[k] for k in names}, plan.sweep, plan, extend_to=plan.extend_to)
+    if "latency" in plan.sections:
+        rows = []
+        for n in plan.latency_ns:
+            for k in ("baseline-pass", "twibridge-pass"):
+                rows.append(await measure(k, n, plan, script="passthrough"))
+        out["latency"] = rows
+    if "barge" in plan.sections:
+        rows = []
+        for k, trig in (("baseline-pass", "BRG! frame"), ("twibridge-pass", "provider signal")):
+            row = await measure(k, plan.barge_n, plan, script="passthrough", barge_every_s=2.0)
+            row["trigger"] = trig
+            rows.append(row)
+        for k in ("baseline", "twibridge"):
+            row = await measure(k, plan.barge_n, plan, script="echo-barge")
+            row["trigger"] = "speech onset (incl. 300 ms debounce)"
+            rows.append(row)
+        out["barge"] = rows
+    if "workers" in plan.sections:
+        rows = []
+        for k in ("twibridge", "twibridge-workers2"):
+            for n in plan.workers_ns:
+                rows.append(await measure(k, n, plan))
+        out["workers"] = rows
+    if "agent" in plan.sections:
+        from bench import sample_leg
+
+        servers = {"twibridge-openai": kinds()["twibridge-openai"]}
+        sample = sample_leg.kind()
+        if sample is not None:
+            servers["twilio-sample"] = sample
+        out["agent_note"] = sample_leg.note(sample is not None)
+        out["agent"] = await sweep(servers, plan.agent_sweep, plan)
+    return out
+
+
+def print_report(res: dict[str, Any]) -> None:
+    p = print
+    p(f"# twibridge bench ({'quick' if res['plan']['quick'] else 'full'}), {time.strftime('%Y-%m-%d %H:%M')}, "
+      f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}\n")
+    if "startup" in res:
+        p("## Start-up\n\n" + report.startup_table(res["startup"]) + "\n")
+    if "capacity" in res:
+        p("## Capacity: echo agent, 50 frames/s in, 100 ms chunks + marks out\n")
+        p(report.capacity_table(res["capacity"]) + "\n")
+        p(report.capacity_summary(res["capacity"], ["baseline", "twibridge", "twibridge-on-tws"], "baseline") + "\n")
+    if "agent" in res:
+        p("## With an agent leg (fake OpenAI Realtime, separate process)\n")
+        if res["agent"]:
+            p(report.capacity_table(res["agent"]) + "\n")
+            servers = sorted({r["server"] for r in res["agent"]})
+            p(report.capacity_summary(res["agent"], servers, servers[0]) + "\n")
+        if res.get("agent_note"):
+            p(res["agent_note"] + "\n")
+    if "workers" in res:
+        p("## One process vs `workers 2`\n\n" + report.capacity_table(res["workers"]) + "\n")
+    if "latency" in res:
+        p("## Bridge latency (passthrough agent)\n\n" + report.latency_table(res["latency"]) + "\n")
+    if "barge" in res:
+        p("## Barge-in: trigger → `clear` on the wire\n\n" + report.barge_table(res["barge"]) + "\n")
+    if "codec_table" in res:
+        p("## Codec (bench.codec)\n\n" + res["codec_table"] + "\n")
+
+
+SECTIONS = ["startup", "codec", "capacity", "latency", "barge", "workers", "agent"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="a short run (~2 min): small N, short calls")
+    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
+    p.add_argument("--json", help="also write the raw results to this file")
+    args = p.parse_args(argv)
+    os.chdir(REPO)
+    sections = [s for s in args.only.split(",") if s]
+    bad = set(sections) - set(SECTIONS)
+    if bad:
+        p.error(f"unknown sections: {sorted(bad)}")
+    plan = make_plan(args.quick, sections)
+    t0 = time.monotonic()
+    res: dict[str, Any] = {"plan": vars(plan).copy()}
+    # SIGINT/SIGTERM: trio raises in the run; every child is stopped in a finally.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if "startup" in sections:
+        res["startup"] = startup(plan)
+    if "codec" in sections:
+        res["codec_table"], res["codec"] = codec()
+    res.update(trio.run(run_async, plan))
+    res["elapsed_s"] = round(time.monotonic() - t0, 1)
+    print_report(res)
+    print(f"_Run time: {res['elapsed_s']:.0f} s._")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
