@@ -5,6 +5,11 @@ can, and Twilio skips silent frames on some calls (``timestamp`` jumps).  The
 agent's VAD and our own turn clock need a continuous 8 kHz stream, so:
 
 * frames are released in ``sequenceNumber`` order;
+* ``sequenceNumber`` counts *every* message Twilio sends (marks, DTMF
+  too), so a jump in it is not by itself a missing frame: a frame whose
+  ``timestamp`` is the next 20 ms of stream time is released at once.  (Held
+  back instead, every frame after a mark echo waited out the whole window:
+  +60 ms inbound latency and barge-in delay, measured by ``bench/``);
 * a frame may arrive up to ``window_ms`` late (held back that long);
   later than that, or a duplicate, it is dropped and counted;
 * a jump in ``timestamp`` is filled with μ-law silence (0xFF), so the audio
@@ -68,6 +73,13 @@ class JitterBuffer:
         """Accept one media frame; return the frames now ready, in order."""
         if self._next_seq is None:
             self._next_seq, self._clock_ms = seq, timestamp_ms
+        if not self._held and seq >= self._next_seq and timestamp_ms - self._clock_ms < FRAME_MS:
+            # The common case, without the reorder machinery: the next audio in stream time.
+            # A jump in ``seq`` here is not loss: marks and DTMF share the counter.
+            self._next_seq = seq + 1
+            frame = Frame(self._clock_ms, payload)
+            self._clock_ms += len(payload) // BYTES_PER_MS
+            return [frame]
         if seq < self._next_seq:
             if seq in self._skipped:
                 self._skipped.remove(seq)
@@ -91,10 +103,15 @@ class JitterBuffer:
         return out
 
     def _release_in_order(self) -> list[Frame]:
+        """Release held frames while the oldest one is next, by number or by stream time."""
         out: list[Frame] = []
-        while self._next_seq in self._held:
-            ts, payload = self._held.pop(self._next_seq)
-            self._next_seq += 1
+        while self._held:
+            seq = min(self._held)
+            ts, payload = self._held[seq]
+            if seq != self._next_seq and ts - self._clock_ms >= FRAME_MS:
+                break  # a frame is missing before it: wait (bounded by the window)
+            del self._held[seq]
+            self._next_seq = seq + 1
             out += self._emit(ts, payload)
         return out
 
