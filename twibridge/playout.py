@@ -136,9 +136,19 @@ class Playout:
         """The loudest agent audio playing at the caller around ``now``.
 
         ``tail_s`` covers the echo path's delay.  None when nothing plays.
+        Runs for every inbound frame while the agent talks, so chunks that
+        ended before ``now - tail_s`` are dropped for good (``now`` comes from
+        the call's monotonic clock and never goes back) and the scan stops
+        at the first chunk not yet playing: a few entries, not the window.
         """
+        levels = self._levels
+        horizon = now - tail_s
+        while levels and levels[0][1] < horizon:
+            levels.popleft()
         best: float | None = None
-        for start, end, level in self._levels:
-            if start <= now and end >= now - tail_s:
-                best = level if best is None else max(best, level)
+        for start, _end, level in levels:
+            if start > now:
+                break  # chunks are in playout order: the rest start later still
+            if best is None or level > best:
+                best = level
         return best
