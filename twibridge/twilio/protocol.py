@@ -213,6 +213,39 @@ def _load(text: str | bytes) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 
 
+def _media_fast(d: dict[str, Any]) -> Media | None:
+    """A well-formed Twilio media frame, checked in one pass; None sends it to the full checks.
+
+    50 of these arrive per second per call, so the common shape (every
+    counter a decimal string, a valid 160-byte payload) is checked with the
+    fewest calls; anything unusual returns None and :func:`parse_from_twilio`
+    runs the field-by-field checks, which name the first bad field.
+    """
+    m = d.get("media")
+    if type(m) is not dict:
+        return None
+    seq, sid = d.get("sequenceNumber"), d.get("streamSid")
+    chunk, timestamp, payload = m.get("chunk"), m.get("timestamp"), m.get("payload")
+    if not (type(seq) is str and type(chunk) is str and type(timestamp) is str and type(sid) is str
+            and type(payload) is str):
+        return None
+    if not (seq and chunk and timestamp and len(seq) <= 18 and len(chunk) <= 18 and len(timestamp) <= 18
+            and len(sid) <= 256):
+        return None
+    digits = seq + chunk + timestamp
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    try:
+        audio = binascii.a2b_base64(payload, strict_mode=True)  # what b64decode(validate=True) runs
+    except (binascii.Error, ValueError):
+        return None
+    if len(audio) != FRAME_BYTES:
+        return None
+    track = m.get("track", "inbound")
+    return Media(sequence_number=int(seq), stream_sid=sid, track=track if type(track) is str else "inbound",
+                 chunk=int(chunk), timestamp=int(timestamp), payload=audio)
+
+
 def parse_from_twilio(text: str | bytes) -> TwilioEvent:
     """Parse one frame from Twilio.
 
@@ -222,6 +255,10 @@ def parse_from_twilio(text: str | bytes) -> TwilioEvent:
     """
     d = _load(text)
     event = d.get("event")
+    if event == "media":
+        fast = _media_fast(d)
+        if fast is not None:
+            return fast
     if not isinstance(event, str):
         raise RemoteProtocolError("field 'event' must be a string")
     if event == "media":
@@ -294,7 +331,17 @@ def build_media(stream_sid: str, ulaw: bytes) -> str:
 
 
 def build_mark(stream_sid: str, name: str) -> str:
+    """A mark after each outbound chunk.  Our names (``g0:3:4200``) and SIDs need
+    no escaping, so the common case is a template; anything else goes through
+    ``json.dumps`` (same text, ~10x slower)."""
+    if _plain(name) and _plain(stream_sid):
+        return f'{{"event":"mark","streamSid":"{stream_sid}","mark":{{"name":"{name}"}}}}'
     return json.dumps({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}}, separators=(",", ":"))
+
+
+def _plain(s: str) -> bool:
+    """True when ``json.dumps`` would write ``s`` unchanged between its quotes."""
+    return s.isascii() and s.isprintable() and '"' not in s and "\\" not in s
 
 
 def build_clear(stream_sid: str) -> str:
