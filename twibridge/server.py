@@ -66,8 +66,11 @@ class _QuartTransport:
         self._ws = ws
 
     async def receive(self) -> str | bytes:
-        data: str | bytes = await self._ws.receive()
-        return data
+        data: str | bytes | None = await self._ws.receive()
+        # quart-trio hands over an *empty* binary frame as None (it picks
+        # ``bytes or text``): it is still a binary frame, which the protocol
+        # layer rejects as the peer's error, not ours.
+        return b"" if data is None else data
 
     async def send(self, data: str) -> None:
         await self._ws.send(data)
