@@ -136,3 +136,10 @@ def test_state_machine_rejects_non_mulaw() -> None:
     raw["start"]["mediaFormat"]["encoding"] = "audio/x-alaw"
     with pytest.raises(tw.RemoteProtocolError, match="unsupported media format"):
         tw.StreamState().receive(tw.parse_from_twilio(json.dumps(raw)))
+
+
+def test_start_with_a_stream_sid_that_is_no_sid_is_refused() -> None:
+    # outbound messages are templates: a quote in the SID would break their JSON
+    bad = tw.parse_from_twilio(tw.build_start(1, 'MZ"x', ACCT, CALL, {}))
+    with pytest.raises(tw.RemoteProtocolError, match="is not a SID"):
+        tw.StreamState().receive(bad)

@@ -394,6 +394,9 @@ class StreamState:
                 raise RemoteProtocolError(
                     f"unsupported media format {ev.encoding} {ev.sample_rate} Hz x{ev.channels}"
                 )
+            if not (ev.stream_sid and _plain(ev.stream_sid)):
+                # SIDs are ASCII letters and digits; ours go into JSON templates unescaped.
+                raise RemoteProtocolError(f"streamSid {ev.stream_sid!r:.40} is not a SID")
             self.phase = Phase.STREAMING
             self.stream_sid = ev.stream_sid
             return ev
