@@ -178,8 +178,6 @@ async def test_jitter_counters_reordered_gap_filled_and_dropped() -> None:
     assert value(samples, "twibridge_inbound_frames_dropped_total", reason="late") == 1
 
 
-@pytest.mark.xfail(strict=True, reason="call.py never folds a refused duplicate into metrics: "
-                   "_teardown only reports registered calls (see the report of issue 8)")
 async def test_duplicate_stream_is_counted_as_refused_duplicate() -> None:
     async with bridge() as (url, rt):
         async with media_socket(url) as first:
