@@ -56,9 +56,9 @@ class Plan:
 
 def make_plan(quick: bool, sections: list[str]) -> Plan:
     if quick:
-        return Plan(True, 6.0, [10, 50], 50, [1, 10], 10, [10], [50], 3, sections)
-    return Plan(False, 16.0, [10, 25, 50, 100, 150, 200], 300, [1, 50], 50, [25, 50, 100, 150, 200],
-                [150, 200, 300], 5, sections)
+        return Plan(True, 5.0, [10, 50], 50, [1, 10], 10, [10], [50], 3, sections)
+    return Plan(False, 12.0, [10, 25, 50, 100, 150, 200], 300, [1, 50], 50, [25, 50, 100, 150, 200],
+                [150, 200], 5, sections)
 
 
 def ramp_for(n: int) -> float:
@@ -149,10 +149,9 @@ async def measure(kind_name: str, n: int, plan: Plan, script: str = "echo", barg
                 await p.stop()
             nursery.cancel_scope.cancel()
     lat = d["lateness_ms"]
-    holds = (ok == n and not d["failed"] and d["silent_calls"] == 0 and lost == 0
-             and (lat["p99"] or 0.0) < LATE_P99_MS)
-    row = {"server": kind_name, "calls": n, "script": script, "driver": d, "lost": lost, "holds": holds,
+    row = {"server": kind_name, "calls": n, "script": script, "driver": d, "lost": lost,
            "outcomes": _count(e.get("outcome", "?") for e in ended), **row_extra}
+    row["holds"] = holds = report.holds(row)
     progress(f"{kind_name:>20} N={n:<4} late p99={_fmt(lat['p99'])} ms lost={lost} "
              f"cpu={_fmt(d.get('server_cpu_pct'))}% driver late p99={_fmt(d['driver_send_late_ms']['p99'])} ms "
              f"{'holds' if holds else 'MISS'}")
@@ -241,20 +240,20 @@ async def _time_to_ready(argv: list[str], env: dict[str, str]) -> float:
             nursery.cancel_scope.cancel()
 
 
-def codec() -> tuple[str, list[dict[str, Any]]]:
+def codec(quick: bool = False) -> tuple[str, list[dict[str, Any]]]:
     progress("codec table (bench.codec)")
     try:
         from bench import codec as codec_bench
     except ImportError as exc:
         return f"(bench.codec not available: {exc})", []
-    rows = codec_bench.run()
+    rows = codec_bench.run(repeat=3) if quick else codec_bench.run()
     return codec_bench.format_table(rows), rows
 
 
 async def run_async(plan: Plan) -> dict[str, Any]:
     out: dict[str, Any] = {"plan": vars(plan).copy()}
     if "capacity" in plan.sections:
-        names = ["baseline", "twibridge"] + ([] if plan.quick else ["twibridge-on-tws"])
+        names = ["baseline", "twibridge"] + ([] if plan.quick else ["twibridge-on-tws", "twibridge-on-raw"])
         out["capacity"] = await sweep({k: kinds()[k] for k in names}, plan.sweep, plan, extend_to=plan.extend_to)
     if "latency" in plan.sections:
         rows = []
@@ -300,12 +299,14 @@ def print_report(res: dict[str, Any]) -> None:
     if "capacity" in res:
         p("## Capacity: echo agent, 50 frames/s in, 100 ms chunks + marks out\n")
         p(report.capacity_table(res["capacity"]) + "\n")
-        p(report.capacity_summary(res["capacity"], ["baseline", "twibridge", "twibridge-on-tws"], "baseline") + "\n")
+        servers = [s for s in ("baseline", "twibridge", "twibridge-on-tws", "twibridge-on-raw")
+                   if any(r["server"] == s for r in res["capacity"])]
+        p(report.capacity_summary(res["capacity"], servers, "baseline") + "\n")
     if "agent" in res:
         p("## With an agent leg (fake OpenAI Realtime, separate process)\n")
         if res["agent"]:
             p(report.capacity_table(res["agent"]) + "\n")
-            servers = sorted({r["server"] for r in res["agent"]})
+            servers = sorted({r["server"] for r in res["agent"]}, reverse=True)  # the sample (if any) first
             p(report.capacity_summary(res["agent"], servers, servers[0]) + "\n")
         if res.get("agent_note"):
             p(res["agent_note"] + "\n")
@@ -341,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     if "startup" in sections:
         res["startup"] = startup(plan)
     if "codec" in sections:
-        res["codec_table"], res["codec"] = codec()
+        res["codec_table"], res["codec"] = codec(plan.quick)
     res.update(trio.run(run_async, plan))
     res["elapsed_s"] = round(time.monotonic() - t0, 1)
     print_report(res)

@@ -7,6 +7,11 @@ does the least RFC 6455 allows: an upgrade request, unfragmented text frames
 sent with an all-zero mask key (masking is then the identity, so no per-byte
 XOR in Python), and a small parser for the server's unmasked frames (with
 fragmentation, ping → pong and close handled).
+
+The server side (:func:`accept`, :func:`server_frame`, big-integer
+:func:`unmask`) serves the lean fake agent (:mod:`bench.fake_realtime`) and
+the ``--transport raw`` diagnostic of :mod:`bench.bridge_server`.  Bench
+code only: no extensions, no compression, no limits beyond the handshake.
 """
 
 from __future__ import annotations
