@@ -6,7 +6,8 @@
   neither earlier nor much later;
 * the webhook answers the busy TwiML with ``[fallback] dial`` during the
   drain, ``/healthz`` and ``/metrics`` say draining;
-* with no call left the process exits at once, not after ``drain_timeout_s``.
+* with no call left the process exits at once, not after ``drain_timeout_s``,
+  also when the last socket never sent ``start``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import trio
 import trio_websocket
 
 from process_support import ServerProcess, base_env
-from support import Leg, frames, media_socket, post_signed, sid, silence, tone
+from support import Leg, frames, make_config, media_socket, post_signed, sid, silence, tone
+from twibridge.server import make_runtime, serve
 from twibridge.audio.g711 import ulaw_to_pcm16
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -118,3 +120,23 @@ async def test_no_live_calls_left_means_exit_at_once() -> None:
             exited = trio.current_time() - t0
     assert exited < 3.0  # the last call ended: no waiting out the 30 s drain
     assert [e["outcome"] for e in sp.events("call.ended")] == ["completed"]
+
+
+async def test_a_socket_that_never_started_does_not_hold_the_drain() -> None:
+    """Such a socket is pending, not a call: when it goes, the drain is over (not at drain_timeout_s)."""
+    cfg = make_config(server={"drain_timeout_s": 20})
+    rt = make_runtime(cfg)
+    stop = trio.Event()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(lambda task_status: serve(cfg, host="127.0.0.1", port=0, rt=rt,
+                                                                shutdown_trigger=stop.wait, task_status=task_status))
+            async with media_socket(url):
+                while not rt.pending:
+                    await trio.sleep(0.01)  # the accept happens in the server's tasks
+                stop.set()
+                await rt.stopping.wait()
+                t0 = trio.current_time()
+            # the socket is gone; serve() returns when the drain is over
+        assert trio.current_time() - t0 < 2.0
+    assert rt.pending == 0 and rt.calls == {}
