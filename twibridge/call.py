@@ -6,13 +6,16 @@ inbound pump, the agent supervisor, the paced writer and the watchdogs;
 bounded channels join them; teardown runs in ``finally`` under a bounded
 shield; every cancel carries a reason that the logs repeat.
 
-* The **reader** does nothing but drain the socket (hypercorn stops reading a
-  socket whose app does not, and then never sees the close), parse and
-  order-check each frame, and hand it over a bounded channel; media beyond
-  the bound are dropped and counted, never waited for.
-* The **writer** plays one agent turn at a time, each in its own cancel
-  scope: a barge-in cancels that scope (nothing of the turn is sent after
-  it), then sends ``clear``, then tells the agent what was heard.
+* The **reader** never stops draining the socket (hypercorn stops reading a
+  socket whose app does not, and then never sees the close): it parses and
+  order-checks each frame, runs media through jitter, VAD and the agent's
+  bounded, never-blocking buffer on the spot (µs per frame), and hands
+  control events (marks, DTMF, stop) to the inbound pump over a bounded
+  channel.
+* The **speaker** (:mod:`twibridge.speaker`) plays one agent turn at a time,
+  each in its own cancel scope: a barge-in cancels that scope (nothing of the
+  turn is sent after it), then sends ``clear``, then the agent is told what
+  was heard.
 * "The peer sent garbage" (:class:`RemoteProtocolError`, a bad agent) ends
   this call with a warning; anything else is our bug: a traceback, close
   1011, and still only this call ends.
@@ -66,7 +69,6 @@ class _Ended(Exception):
 @dataclass
 class CallStats:
     frames_in: int = 0
-    frames_dropped: int = 0
     transcript: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -95,6 +97,7 @@ class Call:
         self._scope = trio.CancelScope()
         self._in_send, self._in_recv = trio.open_memory_channel[tw.TwilioEvent](self.cfg.calls.inbound_queue_frames)
         self._transferring = False  # a transfer ends the stream: its stop is no hang-up
+        self._last_media = trio.current_time()
         self._started_at = trio.current_time()
 
     # ------------------------------------------------------------------ life
@@ -109,6 +112,7 @@ class Call:
                     start = await self._await_start()
                     registered = await self._register(start)
                     nursery.start_soon(self._watchdogs)
+                    nursery.start_soon(self._idle_watch)
                     nursery.start_soon(self.speaker.run)
                     nursery.start_soon(self._agent_task)
                     await self._inbound()
@@ -148,13 +152,20 @@ class Call:
         finally:
             self.rt.pending -= 1
 
-    async def _register(self, start: tw.Start) -> bool:
+    def _prepare(self, start: tw.Start) -> None:
+        """Everything the media path needs, in place before the first frame after ``start``."""
         self.start = start
         self.speaker.stream_sid = start.stream_sid
         self.control = CallControl(self.cfg, start.call_sid, start.account_sid)
         p = start.custom_parameters
         self.info = CallInfo(call_sid=start.call_sid, stream_sid=start.stream_sid, account_sid=start.account_sid,
                              from_number=p.get("From", ""), to_number=p.get("To", ""), params=dict(p))
+        # Created now so caller audio buffers (bounded) while it connects.
+        self.agent = AgentSupervisor(self.rt.provider(), self.info, self.cfg.agent, self._agent_event)
+        self._last_media = trio.current_time()
+
+    async def _register(self, start: tw.Start) -> bool:
+        assert self.info is not None
         structlog.contextvars.bind_contextvars(call_sid=start.call_sid, stream_sid=start.stream_sid)
         record = CallRecord(start.call_sid, start.stream_sid, self.info.from_number, self.info.to_number)
         claimed = False
@@ -214,7 +225,7 @@ class Call:
             "call_sid": self.start.call_sid if self.start else "",
             "outcome": self.outcome, "reason": self.reason,
             "duration_s": round(trio.current_time() - self._started_at, 3),
-            "frames_in": self.stats.frames_in, "frames_dropped": self.stats.frames_dropped,
+            "frames_in": self.stats.frames_in,
             "messages_out": sp.messages_out, "audio_out_ms": sp.audio_out_ms,
             "audio_played_ms": self.speaker.playout.played_ms_total,
             "barge_ins": sp.barge_ins, "discarded_ms": sp.discarded_ms,
@@ -229,7 +240,13 @@ class Call:
     # ---------------------------------------------------------------- inbound
 
     async def _reader(self) -> None:
-        """Drain the socket into the bounded inbound channel; never block on media."""
+        """Drain the socket; handle media on the spot, queue the rest (bounded).
+
+        Media (50 frames/s) goes straight through jitter, VAD and the agent's
+        non-blocking buffer here: a few µs per frame, and one task hop fewer
+        per frame (measured ~10 % of server CPU at 100 calls).  Control events
+        (marks, DTMF, stop) go to the inbound pump.
+        """
         max_bytes = self.cfg.server.max_message_bytes
         while True:
             raw = await self.t.receive()
@@ -237,13 +254,15 @@ class Call:
                 raise tw.RemoteProtocolError(f"message too large ({len(raw)} bytes, cap {max_bytes})")
             ev = self.state.receive(tw.parse_from_twilio(raw))
             if isinstance(ev, tw.Media):
-                try:
-                    self._in_send.send_nowait(ev)
-                except trio.WouldBlock:
-                    self.stats.frames_dropped += 1
+                self._last_media = trio.current_time()
+                self.stats.frames_in += 1
+                for frame in self.jitter.push(ev.sequence_number, ev.timestamp, ev.payload):
+                    await self._caller_audio(frame.t_ms, frame.payload)
             elif isinstance(ev, tw.Unknown):
                 log.info("call.unknown_event", twilio_event=ev.event)
             else:
+                if isinstance(ev, tw.Start):
+                    self._prepare(ev)
                 if isinstance(ev, tw.Stop):
                     # Recorded at once: the socket's close may cancel us before
                     # the inbound pump gets to it.
@@ -255,26 +274,23 @@ class Call:
                     return
 
     async def _inbound(self) -> None:
+        """Control events in order: mark echoes, DTMF, stop."""
+        async for ev in self._in_recv:
+            if isinstance(ev, tw.Mark):
+                await self._mark_echoed(ev.name)
+            elif isinstance(ev, tw.Dtmf):
+                log.info("call.dtmf", digit=ev.digit)
+                if self.agent is not None:
+                    await self.agent.send_dtmf(ev.digit)
+            elif isinstance(ev, tw.Stop):
+                self.end("completed", "stop from Twilio")
+
+    async def _idle_watch(self) -> None:
+        """End the call after ``idle_timeout_s`` without media (the stale-session purge)."""
         idle = self.cfg.calls.idle_timeout_s
-        last_media = trio.current_time()
-        while True:
-            with trio.move_on_at(last_media + idle):
-                ev = await self._in_recv.receive()
-                if isinstance(ev, tw.Media):
-                    last_media = trio.current_time()
-                    self.stats.frames_in += 1
-                    for frame in self.jitter.push(ev.sequence_number, ev.timestamp, ev.payload):
-                        await self._caller_audio(frame.t_ms, frame.payload)
-                elif isinstance(ev, tw.Mark):
-                    await self._mark_echoed(ev.name)
-                elif isinstance(ev, tw.Dtmf):
-                    log.info("call.dtmf", digit=ev.digit)
-                    if self.agent is not None:
-                        await self.agent.send_dtmf(ev.digit)
-                elif isinstance(ev, tw.Stop):
-                    self.end("completed", "stop from Twilio")
-                continue
-            self.end("idle-timeout", f"no media for {idle:g}s")
+        while trio.current_time() < self._last_media + idle:
+            await trio.sleep_until(self._last_media + idle)
+        self.end("idle-timeout", f"no media for {idle:g}s")
 
     async def _caller_audio(self, t_ms: int, frame: bytes) -> None:
         if self.agent is not None:
@@ -303,8 +319,7 @@ class Call:
     # ----------------------------------------------------------------- agent
 
     async def _agent_task(self) -> None:
-        assert self.info is not None
-        self.agent = AgentSupervisor(self.rt.provider(), self.info, self.cfg.agent, self._agent_event)
+        assert self.agent is not None
         await self.agent.run()
 
     async def _agent_event(self, ev: AgentEvent) -> None:
