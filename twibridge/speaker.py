@@ -35,6 +35,12 @@ log = get_logger("twibridge.speaker")
 MAX_QUEUED_REPLIES = 8
 #: Send what we have rather than let Twilio's queue run dry for want of a full chunk.
 UNDERRUN_GUARD_S = 0.04
+#: A reply's first chunk waits up to one chunk's duration for a full chunk.
+#: An agent that streams at real-time speed (a streaming TTS) would otherwise
+#: go out as one 20 ms message plus a mark per frame — 5x the messages, the
+#: cost that limits calls per process: the lead built here is what later
+#: chunks are made of (about chunk - guard).  Faster-than-real-time agents
+#: (OpenAI, VAPI, the echo agent) fill a chunk at once and never wait.
 #: Marks are the truth about playout; the clock plus this slack (the echo path's
 #: delay, lost marks) is the backstop for "is the agent still talking".
 SPEAKING_SLACK_S = 0.5
@@ -142,7 +148,12 @@ class Speaker:
         while not (buf.available == 0 and buf.finished):
             if buf.available < self._chunk_bytes and not buf.finished:
                 # Wait for a full chunk, but never let Twilio run dry waiting for one.
-                deadline = self.playout.play_end - UNDERRUN_GUARD_S if buf.available else float("inf")
+                if not buf.available:
+                    deadline = float("inf")
+                elif tp.sent_ms == 0 and buf.first_audio_at is not None:
+                    deadline = buf.first_audio_at + self._chunk_bytes / tw.BYTES_PER_MS / 1000
+                else:
+                    deadline = self.playout.play_end - UNDERRUN_GUARD_S
                 with trio.move_on_at(deadline):
                     await buf.wait_changed()
                     continue
