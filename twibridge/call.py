@@ -151,6 +151,7 @@ class Call:
             raise tw.RemoteProtocolError("no start event within 10 s")
         finally:
             self.rt.pending -= 1
+            self.rt.notify_calls_changed()  # the drain waits on rt.active, pending included
 
     def _prepare(self, start: tw.Start) -> None:
         """Everything the media path needs, in place before the first frame after ``start``."""

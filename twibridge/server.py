@@ -192,11 +192,8 @@ async def drain(rt: Runtime, notifier: systemd.Notifier | None = None) -> None:
     if notifier is not None:
         notifier.stopping(systemd.status_text(rt), systemd.stop_timeout_s(rt))
     with trio.move_on_after(rt.config.server.drain_timeout_s):
-        while rt.active:
-            # calls_changed fires when a call registers or ends, not when a socket
-            # that never sent ``start`` goes away (rt.pending): re-check now and then.
-            with trio.move_on_after(0.25):
-                await rt.calls_changed.wait()
+        while rt.active:  # live calls and sockets still before ``start``
+            await rt.calls_changed.wait()
     rt.drained.set()
     with trio.move_on_after(rt.config.calls.teardown_timeout_s + 1):
         while rt.calls:
