@@ -167,6 +167,12 @@ def correlation(a: bytes, b: bytes) -> float:
     return float(np.dot(x[:n], y[:n]) / (np.sqrt(np.dot(x[:n], x[:n]) * np.dot(y[:n], y[:n])) or 1))
 
 
+def after_quiet(heard: bytes) -> bytes:
+    """The echo may open with a little of the quiet before the utterance (the agent's pre-roll)."""
+    lead = next((i for i in range(0, len(heard), 160) if ulaw_dbfs(heard[i:i + 160]) > -40), len(heard))
+    return heard[lead:]
+
+
 @dataclass
 class Round:
     sent_ms: int
@@ -189,6 +195,7 @@ class ThreadedBridge:
         self._started: queue.Queue[str | BaseException] = queue.Queue(maxsize=1)
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop: trio.Event | None = None
+        self._stop_calls = False
         self._thread = threading.Thread(target=self._run, name="fuzz-server", daemon=True)
 
     def __enter__(self) -> ThreadedBridge:
@@ -230,7 +237,6 @@ class ThreadedBridge:
 
     async def _healthy_call(self, url: str) -> None:
         """Utterance, quiet, its echo; again, until told to stop (the round in flight finishes)."""
-        self._stop_calls = False
         async with media_socket(url) as ws:
             leg = Leg(ws, 0xFEED)
             await leg.start()
@@ -239,15 +245,17 @@ class ThreadedBridge:
                     break
                 utterance = tone(500, 300 + 40 * (n % 10))
                 leg.audio.clear()
-                with trio.fail_after(20):
+                with trio.fail_after(30):
                     for f in frames(utterance + silence(700)):
                         await leg.media(f)
-                    await leg.collect(until_ms_of_audio=len(utterance) // 8 - 40, idle_s=3)
-                    await leg.collect(idle_s=0.3)  # the reply's tail, so the next round starts clean
-                heard = bytes(leg.audio)
-                # the echo may open with a little of the quiet before the utterance (its pre-roll)
-                lead = next((i for i in range(0, len(heard), 160) if ulaw_dbfs(heard[i:i + 160]) > -40), 0)
-                heard = heard[lead:]
+                    # until the whole echo is in (however late a loaded loop plays it) …
+                    while len(after_quiet(bytes(leg.audio))) < len(utterance) - 320:
+                        before = len(leg.audio)
+                        await leg.collect(until_ms_of_audio=before // 8 + 20, idle_s=5)
+                        if len(leg.audio) == before:
+                            break  # nothing more came: the assertion below says what was missing
+                    await leg.collect(idle_s=0.3)  # … and its quiet tail, so the next round starts clean
+                heard = after_quiet(bytes(leg.audio))
                 self.rounds.append(Round(len(utterance) // 8, len(heard) // 8, correlation(utterance, heard)))
             await leg.stop()
 

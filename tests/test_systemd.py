@@ -163,6 +163,7 @@ async def test_ready_status_watchdog_and_stopping(fake_systemd: FakeSystemd, mon
                 await fake_systemd.wait_for("STATUS", "serving 0 calls", count=n - 9)
             assert fake_systemd.with_key("STOPPING") == []
         # leaving the block drains, as SIGTERM would
+        await fake_systemd.wait_for("STOPPING")  # read by the fake's thread: may lag a little
     statuses = [m["STATUS"] for m in fake_systemd.all() if "STATUS" in m]
     assert statuses == ["serving 0 calls", "serving 1 call", "serving 0 calls", "serving 1 call",
                         "serving 0 calls", "draining 0 calls"]
