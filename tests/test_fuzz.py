@@ -245,16 +245,17 @@ class ThreadedBridge:
                     break
                 utterance = tone(500, 300 + 40 * (n % 10))
                 leg.audio.clear()
-                with trio.fail_after(30):
+                with trio.fail_after(60):
                     for f in frames(utterance + silence(700)):
                         await leg.media(f)
                     # until the whole echo is in (however late a loaded loop plays it) …
                     while len(after_quiet(bytes(leg.audio))) < len(utterance) - 320:
                         before = len(leg.audio)
-                        await leg.collect(until_ms_of_audio=before // 8 + 20, idle_s=5)
+                        # generous: the fuzzer shares this process's GIL and a loaded CI VM
+                        await leg.collect(until_ms_of_audio=before // 8 + 20, idle_s=15)
                         if len(leg.audio) == before:
                             break  # nothing more came: the assertion below says what was missing
-                    await leg.collect(idle_s=0.3)  # … and its quiet tail, so the next round starts clean
+                    await leg.collect(idle_s=1.0)  # … and its quiet tail, so the next round starts clean
                 heard = after_quiet(bytes(leg.audio))
                 self.rounds.append(Round(len(utterance) // 8, len(heard) // 8, correlation(utterance, heard)))
             await leg.stop()
