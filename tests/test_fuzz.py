@@ -380,9 +380,6 @@ async def test_empty_binary_frame_is_a_protocol_error(captured_logs) -> None:
     assert captured_logs.events("call.internal_error") == []
 
 
-@pytest.mark.xfail(strict=True, reason="hypercorn 0.18 WSStream: after FrameTooLargeError it sends 1009 but never "
-                   "clears its buffer nor tells the app, and drops the rest of the events (the peer's close "
-                   "too): the call stays live until the idle timeout and the socket until the call ends")
 async def test_oversized_message_ends_the_call_at_once(captured_logs) -> None:
     from rawws import TrioClient
     from support import bridge
@@ -397,7 +394,11 @@ async def test_oversized_message_ends_the_call_at_once(captured_logs) -> None:
                 ending = await client.close()
         finally:
             await client.aclose()
+        with trio.move_on_after(2):  # the call's teardown may finish just after the close handshake
+            while rt.calls:
+                await rt.calls_changed.wait()
         assert rt.calls == {}, "a ghost call: still live after its socket was refused a message"
-    assert ending.eof and ending.server_code in (1008, 1009)
+    # 1008 when our close wins; 1000 when hypercorn first answers the client's own close frame
+    assert ending.eof and ending.server_code in (1000, 1008, 1009)
     (ended,) = captured_logs.events("call.ended")
     assert "too large" in ended["reason"] or "too big" in ended["reason"]

@@ -169,7 +169,11 @@ def hypercorn_config(config: Config, host: str, port: int) -> HypercornConfig:
     hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     hc.accesslog = None
     hc.errorlog = None  # our own structured logs say what matters
-    hc.websocket_max_message_size = config.server.max_message_bytes
+    # Twice our own cap: the call's reader refuses messages over the cap itself
+    # (close 1008, reason logged, call ended at once).  Hypercorn's own limit is
+    # only the backstop: past it hypercorn 0.18 sends 1009 but stops passing
+    # events to the app, so the call lingers until the idle timeout.
+    hc.websocket_max_message_size = 2 * config.server.max_message_bytes
     hc.graceful_timeout = config.calls.teardown_timeout_s + 1
     return hc
 
