@@ -134,7 +134,7 @@ async def test_counters_move_with_real_calls(monkeypatch, captured_logs) -> None
     assert value(after, "twibridge_reply_latency_seconds_count") >= 2
     assert value(after, "twibridge_agent_reconnects_total") == 1
     assert value(after, "twibridge_event_loop_lag_seconds_count") > 0
-    for reason in ("queue_full", "late", "duplicate", "agent_buffer"):
+    for reason in ("late", "duplicate", "agent_buffer"):
         assert ("twibridge_inbound_frames_dropped_total", (("reason", reason),)) in after
     for name in ("twibridge_inbound_frames_gap_filled_total", "twibridge_inbound_frames_reordered_total",
                  "twibridge_inbound_buffer_frames", "twibridge_draining", "twibridge_registry_degraded"):

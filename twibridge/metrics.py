@@ -32,7 +32,7 @@ OUTCOMES = {
 #: Webhooks/sockets turned away before a call existed (``refused(why)``).
 REFUSALS = ("busy", "unsigned", "duplicate")
 #: Why inbound caller frames were thrown away (``twibridge_inbound_frames_dropped_total``).
-DROP_REASONS = ("queue_full", "late", "duplicate", "agent_buffer")
+DROP_REASONS = ("late", "duplicate", "agent_buffer")
 
 
 class Metrics:
@@ -88,7 +88,7 @@ class Metrics:
         self.messages_out.inc(summary.get("messages_out", 0))
         self.audio_out.inc(summary.get("audio_out_ms", 0) / 1000)
         jitter = summary.get("jitter") or {}
-        for reason, n in (("queue_full", summary.get("frames_dropped", 0)), ("late", jitter.get("late_dropped", 0)),
+        for reason, n in (("late", jitter.get("late_dropped", 0)),
                           ("duplicate", jitter.get("duplicates", 0)),
                           ("agent_buffer", summary.get("agent_dropped_frames", 0))):
             if n:
