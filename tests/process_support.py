@@ -71,8 +71,8 @@ class ServerProcess:
 
     async def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10,
                        count: int = 1) -> dict[str, Any]:
-        """The ``count``-th log line matching ``pred`` (waits for it)."""
-        with trio.fail_after(timeout):
+        """The ``count``-th log line matching ``pred`` (waits for it; on timeout, says what the log had)."""
+        with trio.move_on_after(timeout):
             while True:
                 hits = [line for line in self.lines if pred(line)]
                 if len(hits) >= count:
@@ -81,6 +81,7 @@ class ServerProcess:
                     raise AssertionError(f"process exited: {self.lines[-20:]}")
                 with trio.move_on_after(0.5):
                     await self._changed.wait()
+        raise AssertionError(f"no such log line within {timeout:g}s; last lines: {self.lines[-20:]}")
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None

@@ -111,11 +111,12 @@ async def test_twibridge_serve_workers_option() -> None:
     args = [sys.executable, "-m", "twibridge", "serve", "--workers", "2", "--host", "127.0.0.1", "--port", "0"]
     sp = ServerProcess(base_env(TWIBRIDGE_SERVER_DRAIN_TIMEOUT_S="1"), args)
     closed_with: dict[int, int] = {}
-    with trio.fail_after(30):
+    with trio.fail_after(90):
         async with trio.open_nursery() as nursery:
             try:
-                await sp.start(nursery)
-                await sp.wait_for(is_event("server.listening"), count=2)
+                # generous: two fresh interpreters importing the server stack on a busy 2-core VM
+                await sp.start(nursery, timeout=60)
+                await sp.wait_for(is_event("server.listening"), timeout=30, count=2)
                 async with trio.open_nursery() as calls:
                     await calls.start(hold_call, sp.url, 7, closed_with)
                     await sp.wait_for(is_event("call.started"))
