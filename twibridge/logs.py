@@ -73,7 +73,9 @@ def configure(level: str = "info", fmt: str = "json", secrets: Iterable[str] = (
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        # One write per line (message + newline together): with --workers several
+        # processes share stderr, and print()'s two writes interleaved their lines.
+        logger_factory=structlog.WriteLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
 
