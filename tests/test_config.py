@@ -92,3 +92,20 @@ def test_serve_refuses_unsigned_without_token() -> None:
     assert serve_problems(Config()) and "auth_token" in serve_problems(Config())[0]
     assert serve_problems(build_config({"twilio": {"validate_signatures": False}})) == []
     assert serve_problems(with_overrides(Config(), twilio={"auth_token": "t" * 32})) == []
+
+
+def test_systemd_credentials_are_read_and_env_still_wins(tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "TWIBRIDGE_TWILIO_AUTH_TOKEN").write_text("from-credential-123\n")
+    (creds / "TWIBRIDGE_AGENT_OPENAI_API_KEY").write_text("sk-cred-456")
+    (creds / "other-service-secret").write_text("not ours")
+    cfg = load_config(None, environ={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert cfg.twilio.auth_token.get_secret_value() == "from-credential-123"  # newline stripped
+    assert cfg.agent.openai.api_key.get_secret_value() == "sk-cred-456"
+    env_wins = load_config(None, environ={"CREDENTIALS_DIRECTORY": str(creds),
+                                          "TWIBRIDGE_TWILIO_AUTH_TOKEN": "from-env-789"})
+    assert env_wins.twilio.auth_token.get_secret_value() == "from-env-789"
+    (creds / "TWIBRIDGE_TWILIO_AUTH_TOKNE").write_text("typo")
+    with pytest.raises(ConfigError, match="TWIBRIDGE_TWILIO_AUTH_TOKNE: unknown"):
+        load_config(None, environ={"CREDENTIALS_DIRECTORY": str(creds)})

@@ -312,10 +312,37 @@ def build_config(data: Mapping[str, Any]) -> Config:
         raise ConfigError(sorted(dict.fromkeys(problems))) from None
 
 
+def read_credentials(environ: Mapping[str, str]) -> dict[str, str]:
+    """systemd ``LoadCredential=``: files named like the env variables.
+
+    ``LoadCredential=TWIBRIDGE_TWILIO_AUTH_TOKEN:/etc/twibridge/auth_token`` puts
+    the secret in ``$CREDENTIALS_DIRECTORY/TWIBRIDGE_TWILIO_AUTH_TOKEN``, readable
+    by the service alone and never in its environment.  One trailing newline
+    is stripped.  Files not named ``TWIBRIDGE_*`` are someone else's.
+    """
+    directory = environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return {}
+    found: dict[str, str] = {}
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as exc:
+        raise ConfigError([f"$CREDENTIALS_DIRECTORY: cannot read {directory}: {exc.strerror}"]) from None
+    for name in names:
+        if name.startswith(ENV_PREFIX):
+            try:
+                found[name] = (Path(directory) / name).read_text(encoding="utf-8").removesuffix("\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError([f"credential {name}: cannot read: {exc}"]) from None
+    return found
+
+
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
-    """Load ``path`` (or built-in defaults when None) and apply env overrides."""
+    """Load ``path`` (or built-in defaults when None), then systemd credentials,
+    then ``TWIBRIDGE_*`` env overrides (each wins over the one before)."""
+    env = os.environ if environ is None else environ
     data = read_toml(path) if path is not None else {}
-    data = apply_env(data, os.environ if environ is None else environ)
+    data = apply_env(data, {**read_credentials(env), **{k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}})
     return build_config(data)
 
 
