@@ -10,11 +10,12 @@ Exit codes: 0 success; 1 runtime failure; 2 bad usage, input or config.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from twibridge.cli_common import CONFIG_HELP, load_config_or_exit
 
 app = typer.Typer(
     name="twibridge",
@@ -26,20 +27,6 @@ app = typer.Typer(
     rich_markup_mode=None,  # help texts say "[server] port" literally
 )
 
-CONFIG_HELP = "TOML config file (default: ./twibridge.toml, else /etc/twibridge/twibridge.toml, else built-ins)."
-
-
-def _load(path: Optional[Path], explicit: bool = True):  # type: ignore[no-untyped-def]
-    """Load config or exit 2 with one line per problem."""
-    from twibridge.config import ConfigError, default_config_path, load_config
-
-    chosen = path if path is not None else default_config_path()
-    try:
-        return load_config(chosen), chosen
-    except ConfigError as exc:
-        for line in exc.problems:
-            typer.echo(line if chosen is None or line.startswith(str(chosen)) else f"{chosen}: {line}", err=True)
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -52,7 +39,7 @@ def serve(
         help="Processes sharing the port, each its own Trio loop (default: [server] workers)."),
 ) -> None:
     """Run the bridge: webhook, Media Streams endpoint, health and metrics."""
-    cfg, path = _load(config)
+    cfg, path = load_config_or_exit(config)
     from twibridge.config import serve_problems
 
     from twibridge import logs
@@ -92,7 +79,7 @@ def validate_config(
     path: Optional[Path] = typer.Argument(None, help="Config file to check (default: as for serve)."),
 ) -> None:
     """Check a config file: prints 'ok' (exit 0) or one line per problem (exit 2)."""
-    cfg, _ = _load(path)
+    cfg, _ = load_config_or_exit(path)
     from twibridge.config import serve_problems
 
     for line in serve_problems(cfg):

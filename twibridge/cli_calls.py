@@ -21,6 +21,8 @@ from typing import Any, Optional
 
 import typer
 
+from twibridge.cli_common import CONFIG_HELP, load_config_or_exit
+
 MEMORY_BACKEND_MESSAGE = (
     "memory backend: no shared registry; use [state] backend = 'redis' "
     "(each server process keeps its calls in its own memory)"
@@ -28,22 +30,12 @@ MEMORY_BACKEND_MESSAGE = (
 
 
 def calls_command(
-    config: Optional[Path] = typer.Option(
-        None, "--config", "-c",
-        help="TOML config file (default: ./twibridge.toml, else /etc/twibridge/twibridge.toml, else built-ins)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
     json_: bool = typer.Option(False, "--json", help="Print JSON ({\"live\": [...], \"recent\": [...]})."),
     limit: int = typer.Option(20, "--limit", "-n", min=1, max=10_000, help="Recent summaries to show."),
 ) -> None:
     """List live calls and recent call summaries from the shared (Redis) registry."""
-    from twibridge.config import ConfigError, default_config_path, load_config
-
-    path = config if config is not None else default_config_path()
-    try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        for line in exc.problems:
-            typer.echo(line if path is None or line.startswith(str(path)) else f"{path}: {line}", err=True)
-        raise typer.Exit(2) from None
+    cfg, _ = load_config_or_exit(config)
     if cfg.state.backend != "redis":
         typer.echo(MEMORY_BACKEND_MESSAGE, err=True)
         raise typer.Exit(2)

@@ -17,13 +17,14 @@ from typing import Optional
 
 import typer
 
+from twibridge.cli_common import CONFIG_HELP, load_config_or_exit
+
 
 def call_command(
     to: str = typer.Argument(..., help="Number to call, E.164 (e.g. +15551234567)."),
     from_: Optional[str] = typer.Option(None, "--from", help="Twilio number to call from "
                                         "(default: [twilio] from_number)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file (default: "
-                                          "./twibridge.toml, else /etc/twibridge/twibridge.toml)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
     ring_timeout: Optional[int] = typer.Option(None, "--ring-timeout", min=5, max=600,
                                                help="Seconds to let it ring (Twilio's default: 60)."),
 ) -> None:
@@ -32,15 +33,7 @@ def call_command(
     Needs server.public_url (a running twibridge reachable by Twilio),
     twilio.account_sid, twilio.auth_token and a From number.
     """
-    from twibridge.config import ConfigError, default_config_path, load_config
-
-    chosen = config if config is not None else default_config_path()
-    try:
-        cfg = load_config(chosen)
-    except ConfigError as exc:
-        for line in exc.problems:
-            typer.echo(line if chosen is None or line.startswith(str(chosen)) else f"{chosen}: {line}", err=True)
-        raise typer.Exit(2) from None
+    cfg, _ = load_config_or_exit(config)
 
     import trio
 

@@ -22,6 +22,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from twibridge.cli_common import load_config_or_exit
+
 DIGITS = "0123456789*#"
 
 
@@ -82,15 +84,9 @@ def simulate_call(
     except ValueError as exc:
         raise _fail(f"bad --dtmf: {exc}", 2) from None
 
-    from twibridge.config import ConfigError, load_config
     from twibridge.simulate.wavio import AudioFileError, load_caller_audio
 
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        for line in exc.problems:
-            typer.echo(line if config is None or line.startswith(str(config)) else f"{config}: {line}", err=True)
-        raise typer.Exit(2) from None
+    cfg, _ = load_config_or_exit(config, search_defaults=False)
     try:
         audio = load_caller_audio(file)
     except AudioFileError as exc:
