@@ -24,6 +24,7 @@ shield; every cancel carries a reason that the logs repeat.
 from __future__ import annotations
 
 import statistics
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,6 +51,8 @@ log = get_logger("twibridge.call")
 
 #: A Twilio stream sends ``start`` at once; a socket that does not is not Twilio.
 START_TIMEOUT_S = 10.0
+#: Transcript entries kept per call for the registry's summary (the latest).
+MAX_TRANSCRIPT = 100
 #: Close codes: normal, going away (shutdown), policy (peer broke protocol), our error.
 CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_ERROR = 1000, 1001, 1008, 1011
 
@@ -69,7 +72,7 @@ class _Ended(Exception):
 @dataclass
 class CallStats:
     frames_in: int = 0
-    transcript: list[dict[str, str]] = field(default_factory=list)
+    transcript: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=MAX_TRANSCRIPT))
 
 
 class Call:
@@ -199,7 +202,7 @@ class Call:
                 # The transcript (if the agent gave one) goes to the registry's
                 # history only, never into the log line: it is the caller's speech.
                 await self.rt.registry.unregister(self.start.call_sid,
-                                                  {**summary, "transcript": self.stats.transcript})
+                                                  {**summary, "transcript": list(self.stats.transcript)})
             self.rt.calls.pop(self.start.call_sid, None)
             self.rt.notify_calls_changed()
             if self.rt.metrics is not None:
@@ -332,7 +335,7 @@ class Call:
             if self.cfg.turns.barge_in in ("provider", "both"):
                 await self.barge_in("provider", trio.current_time())
         elif isinstance(ev, Transcript):
-            self.stats.transcript = (self.stats.transcript + [{"role": ev.role, "text": ev.text}])[-100:]
+            self.stats.transcript.append({"role": ev.role, "text": ev.text})
             log.debug("call.transcript", role=ev.role, text=ev.text)
         elif isinstance(ev, AgentNotice):
             log.warning("call.agent_notice", message=ev.message, code=ev.code)
