@@ -91,6 +91,47 @@ def capacity_summary(rows: list[dict[str, Any]], servers: list[str], baseline: s
                   "CPU % per call (N=50)", f"{baseline} CPU ÷ this"], body)
 
 
+def workers_table(rows: list[dict[str, Any]]) -> str:
+    """The capped workers points: each worker's cap and throttling next to the capacity columns."""
+    body = []
+    for r in rows:
+        d = r["driver"]
+        cg = r.get("cgroups") or {}
+        throttled = cg.get("throttled_pct") or []
+        per_worker = r.get("calls_per_worker") or []
+        ok = d["connected"] - sum(d["failed"].values())
+        body.append([
+            f"`workers {r.get('workers', '?')}`", r["calls"], f"{ok}/{r['calls']}",
+            d["lateness_ms"]["p99"], _f(r["lost"], 0), d.get("server_cpu_pct"),
+            " / ".join(_f(t) for t in throttled) or "–", " / ".join(str(c) for c in per_worker) or "–",
+            d.get("driver_cpu_pct"), d["driver_send_late_ms"]["p99"], "yes" if r["holds"] else "**no**",
+        ])
+    return table(["server", "N", "calls ok", "late p99 ms", "frames lost", "server CPU % (all processes)",
+                  "throttled % of periods (per worker)", "calls per worker", "driver CPU %", "driver late p99 ms",
+                  "holds"], body)
+
+
+def workers_summary(rows: list[dict[str, Any]], cap: dict[str, Any], goal: float = 1.8) -> str:
+    """One line: each capacity, their ratio against ``goal``, and the cap they were measured under."""
+    c1, open1 = capacity(rows, "twibridge-workers1")
+    c2, open2 = capacity(rows, "twibridge-workers2")
+    how = (f"Each worker process capped at {cap['pct']:g} % of one core (cgroup v{cap['cgroup_version']}, "
+           f"{cap['quota_us']} µs per {cap['period_us']} µs); supervisor and driver uncapped")
+    if not c1 or not c2:
+        return f"**Capacity `workers 1`: {_f(c1)}, `workers 2`: {_f(c2)}: no ratio.** {how}."
+    ratio = c2 / c1
+    if open1:
+        verdict = "undetermined: `workers 1` held at every N tried"
+    elif ratio >= goal:
+        verdict = "met"
+    elif open2:
+        verdict = "undetermined: `workers 2` held at every N tried"
+    else:
+        verdict = "not met"
+    return (f"**Capacity `workers 1`: {'≥' if open1 else ''}{c1}, `workers 2`: {'≥' if open2 else ''}{c2}; "
+            f"ratio {'≥' if open2 and not open1 else ''}{ratio:.2f}× (goal ≥ {goal:g}×: {verdict}).** {how}.")
+
+
 def latency_table(rows: list[dict[str, Any]]) -> str:
     body = []
     for r in rows:

@@ -25,13 +25,18 @@ from typing import Any, Awaitable, Callable
 
 import trio
 
-from bench import report
+from bench import cgroups, report
 from bench.procs import PY, ServerProcess, bench_env, run_driver
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LATE_P99_MS = report.LATE_P99_MS
 #: The sweep stops for a server after this many consecutive N that do not hold.
 MAX_MISSES = 2
+#: The capped workers sweep (full run): N from WORKERS_START in steps of WORKERS_STEP, at most
+#: WORKERS_MAX_POINTS per worker count (about 16 s each at 12 s per point).
+WORKERS_START, WORKERS_STEP, WORKERS_MAX_POINTS = 10, 5, 12
+#: Each worker's CPU cap: % of one core, over a short period so a throttled worker stalls briefly.
+WORKER_CPU_PCT, WORKER_CPU_PERIOD_US = 30.0, 10_000
 FAKE_KEY = "sk-bench-0123456789abcdef"
 
 
@@ -49,16 +54,22 @@ class Plan:
     latency_ns: list[int]
     barge_n: int
     agent_sweep: list[int]
+    #: Uncapped one process vs ``workers 2`` (the fallback without cgroups).
     workers_ns: list[int]
+    #: Capped ``workers 1`` vs ``workers 2``: these N for each, or [] for the capacity search.
+    workers_capped_ns: list[int]
     startup_runs: int
     sections: list[str] = field(default_factory=list)
+    #: 0: no caps, the uncapped comparison.
+    worker_cpu_pct: float = WORKER_CPU_PCT
+    worker_cpu_period_us: int = WORKER_CPU_PERIOD_US
 
 
-def make_plan(quick: bool, sections: list[str]) -> Plan:
+def make_plan(quick: bool, sections: list[str], worker_cpu_pct: float = WORKER_CPU_PCT) -> Plan:
     if quick:
-        return Plan(True, 5.0, [10, 50], 50, [1, 10], 10, [10], [50], 3, sections)
+        return Plan(True, 5.0, [10, 50], 50, [1, 10], 10, [10], [50], [10, 20], 3, sections, worker_cpu_pct)
     return Plan(False, 12.0, [10, 25, 50, 100, 150, 200], 300, [1, 50], 50, [25, 50, 100, 150, 200],
-                [150, 200], 5, sections)
+                [150, 200], [], 5, sections, worker_cpu_pct)
 
 
 def ramp_for(n: int) -> float:
@@ -76,6 +87,8 @@ class Kind:
     before: Callable[[trio.Nursery], Awaitable[tuple[dict[str, str], list[ServerProcess]]]] | None = None
     #: The server logs no ``call.ended`` with ``frames_in``: count inbound frames at the fake agent.
     counts_at_agent: bool = False
+    #: ``twibridge.workers --workers N``: wait for N ``server.listening`` lines; the workers can be capped.
+    workers: int = 0
 
 
 async def _fake_realtime(nursery: trio.Nursery) -> tuple[dict[str, str], list[ServerProcess]]:
@@ -96,8 +109,8 @@ def kinds() -> dict[str, Kind]:
         "baseline": Kind([PY, "-m", "bench.baseline_echo", "--mode", "echo"], bench_env()),
         "twibridge-pass": Kind([PY, "-m", "bench.bridge_server", "--agent", "passthrough"], bench_env(**provider_barge)),
         "baseline-pass": Kind([PY, "-m", "bench.baseline_echo", "--mode", "passthrough"], bench_env()),
-        "twibridge-workers2": Kind([PY, "-m", "twibridge.workers", "--workers", "2", "--host", "127.0.0.1",
-                                    "--port", "0"], bench_env()),
+        **{f"twibridge-workers{k}": Kind([PY, "-m", "twibridge.workers", "--workers", str(k), "--host",
+                                          "127.0.0.1", "--port", "0"], bench_env(), workers=k) for k in (1, 2)},
         "twibridge-openai": Kind(serve, bench_env(), before=_fake_realtime),
     }
 
@@ -106,7 +119,8 @@ def kinds() -> dict[str, Kind]:
 
 
 async def measure(kind_name: str, n: int, plan: Plan, script: str = "echo", barge_every_s: float = 0.0,
-                  kind: Kind | None = None) -> dict[str, Any]:
+                  kind: Kind | None = None, caps: cgroups.CpuGroups | None = None) -> dict[str, Any]:
+    """One server at ``n`` calls; with ``caps``, each of its worker processes first goes into its own group."""
     kind = kind or kinds()[kind_name]
     prefix = os.urandom(4).hex()
     extra: list[ServerProcess] = []
@@ -120,12 +134,20 @@ async def measure(kind_name: str, n: int, plan: Plan, script: str = "echo", barg
             srv = ServerProcess(kind.argv, env, kind_name)
             extra.append(srv)
             await srv.start(nursery)
-            if kind_name == "twibridge-workers2":
-                await srv.wait_for(lambda l: l.get("event") == "server.listening", 30, count=2)
+            if kind.workers:
+                await srv.wait_for(lambda l: l.get("event") == "server.listening", 30, count=kind.workers)
+            stats: list[dict[str, int]] = []
+            if caps is not None and kind.workers:
+                row_extra["cgroups"] = _cap_workers(srv, kind.workers, caps)
+                stats = caps.stats()
             aux = extra[0] if len(extra) > 1 else None
             d = await run_driver(srv.ws_url, n, pid=srv.pid, prefix=prefix, duration_s=plan.duration_s,
                                  ramp_s=ramp_for(n), script=script, barge_every_s=barge_every_s,
                                  aux_pid=aux.pid if aux else 0)
+            if caps is not None and "cgroups" in row_extra:
+                row_extra["cgroups"]["throttled_pct"] = _throttled_pct(stats, caps.stats())[:kind.workers]
+                # A worker restarted during the run came back uncapped: the point is not like for like.
+                row_extra["cgroups"]["restarted"] = len(srv.events("workers.child_died"))
             ok = d["connected"] - sum(d["failed"].values())
             ended: list[dict[str, Any]] = []
             if kind.counts_at_agent and aux is not None:
@@ -144,18 +166,54 @@ async def measure(kind_name: str, n: int, plan: Plan, script: str = "echo", barg
                         ended = srv.events("call.ended", "CA" + prefix)
                         await trio.sleep(0.2)
                 lost = d["frames_sent"] - sum(int(e.get("frames_in", 0)) for e in ended) if len(ended) >= ok else None
+                if kind.workers:
+                    row_extra["calls_per_worker"] = [sum(1 for e in ended if e.get("worker") == i)
+                                                     for i in range(kind.workers)]
         finally:
             for p in reversed(extra):
                 await p.stop()
             nursery.cancel_scope.cancel()
     lat = d["lateness_ms"]
-    row = {"server": kind_name, "calls": n, "script": script, "driver": d, "lost": lost,
+    row = {"server": kind_name, "workers": kind.workers, "calls": n, "script": script, "driver": d, "lost": lost,
            "outcomes": _count(e.get("outcome", "?") for e in ended), **row_extra}
     row["holds"] = holds = report.holds(row)
     progress(f"{kind_name:>20} N={n:<4} late p99={_fmt(lat['p99'])} ms lost={lost} "
              f"cpu={_fmt(d.get('server_cpu_pct'))}% driver late p99={_fmt(d['driver_send_late_ms']['p99'])} ms "
-             f"{'holds' if holds else 'MISS'}")
+             f"{'holds' if holds else 'MISS'}"
+             + (f" calls/worker={row_extra['calls_per_worker']}" if "calls_per_worker" in row_extra else "")
+             + (f" throttled%={row_extra['cgroups']['throttled_pct']}" if "cgroups" in row_extra else "")
+             + (" A WORKER RESTARTED UNCAPPED" if row_extra.get("cgroups", {}).get("restarted") else ""))
     return row
+
+
+def _cap_workers(srv: ServerProcess, n: int, caps: cgroups.CpuGroups) -> dict[str, Any]:
+    """Worker i (a child of the supervisor ``srv.pid``) into group i; the supervisor stays uncapped.
+
+    Called once all N workers logged ``server.listening``: they are the
+    supervisor's children then.  Their logged pids must be the same set.
+    """
+    kids = cgroups.child_pids(srv.pid)
+    logged = {int(l["worker"]): int(l["pid"]) for l in srv.events("server.listening")
+              if "worker" in l and "pid" in l}
+    if len(kids) != n or (logged and sorted(logged.values()) != kids):
+        raise RuntimeError(f"workers of pid {srv.pid}: children {kids}, listening {logged}")
+    pids = [logged[i] for i in range(n)] if sorted(logged) == list(range(n)) else kids
+    for i, pid in enumerate(pids):
+        caps.place(i, pid)
+    members = caps.members()[:n]
+    progress("capped: " + ", ".join(f"worker {i} pid {pid} → {os.path.basename(caps.paths[i])} "
+                                    f"(cgroup.procs {members[i]})" for i, pid in enumerate(pids)))
+    return {"pids": pids, "groups": caps.paths[:n], "members": members}
+
+
+def _throttled_pct(before: list[dict[str, int]], after: list[dict[str, int]]) -> list[float | None]:
+    """Per group: % of its active quota periods in which the cap stopped it."""
+    out: list[float | None] = []
+    for a, b in zip(before, after):
+        periods = b.get("nr_periods", 0) - a.get("nr_periods", 0)
+        out.append(round(100 * (b.get("nr_throttled", 0) - a.get("nr_throttled", 0)) / periods, 1)
+                   if periods > 0 else None)
+    return out
 
 
 def _count(items: Any) -> dict[str, int]:
@@ -250,6 +308,66 @@ def codec(quick: bool = False) -> tuple[str, list[dict[str, Any]]]:
     return codec_bench.format_table(rows), rows
 
 
+async def workers_section(plan: Plan) -> dict[str, Any]:
+    """``workers 1`` vs ``workers 2``, each worker process capped alike (see :mod:`bench.cgroups`).
+
+    The caps keep the driver's share of a small VM free, so the ratio of the
+    two capacities is the scaling.  Without cgroups (not root, no cpu
+    controller, or ``--worker-cpu-pct 0``) it says so and runs the uncapped
+    one process vs ``workers 2`` comparison instead, where the driver can starve.
+    """
+    caps: cgroups.CpuGroups | None = None
+    reason = "--worker-cpu-pct 0"
+    if plan.worker_cpu_pct > 0:
+        try:
+            caps = cgroups.CpuGroups(2, plan.worker_cpu_pct, plan.worker_cpu_period_us).open()
+        except cgroups.Unavailable as exc:
+            reason = str(exc)
+    if caps is None:
+        note = (f"cgroups not available ({reason}): workers uncapped, so this is one process vs `workers 2` "
+                "sharing the machine with the driver, which can starve: no fair scaling figure.")
+        progress(note)
+        rows = []
+        for k in ("twibridge", "twibridge-workers2"):
+            for n in plan.workers_ns:
+                rows.append(await measure(k, n, plan))
+        return {"workers": rows, "workers_note": note}
+    try:
+        progress(f"workers: {caps.describe()}; groups {', '.join(caps.paths)}")
+        info = {"pct": caps.pct, "period_us": caps.period_us, "quota_us": caps.quota_us,
+                "cgroup_version": caps.hierarchy.version, "groups": list(caps.paths)}
+        one, two = "twibridge-workers1", "twibridge-workers2"
+        rows = []
+        if plan.workers_capped_ns:  # --quick: fixed N, interleaved
+            for n in plan.workers_capped_ns:
+                for k in (one, two):
+                    rows.append(await measure(k, n, plan, caps=caps))
+        else:
+            rows += await _climb(one, WORKERS_START, plan, caps)
+            cap1 = report.capacity(rows, one)[0] or WORKERS_START
+            start2 = max(WORKERS_STEP, int(1.5 * cap1) // WORKERS_STEP * WORKERS_STEP)
+            rows += await _climb(two, start2, plan, caps)
+        return {"workers": rows, "workers_cap": info}
+    finally:
+        left = caps.close()
+        progress(f"cgroups NOT removed: {left}" if left else "cgroups removed")
+
+
+async def _climb(name: str, start: int, plan: Plan, caps: cgroups.CpuGroups) -> list[dict[str, Any]]:
+    """N from ``start`` up in WORKERS_STEP until MAX_MISSES misses in a row; down instead if none held."""
+    rows: list[dict[str, Any]] = []
+    misses, n = 0, start
+    while misses < MAX_MISSES and len(rows) < WORKERS_MAX_POINTS:
+        rows.append(await measure(name, n, plan, caps=caps))
+        misses = 0 if rows[-1]["holds"] else misses + 1
+        n += WORKERS_STEP
+    n = start - WORKERS_STEP
+    while not any(r["holds"] for r in rows) and n > 0 and len(rows) < WORKERS_MAX_POINTS:
+        rows.append(await measure(name, n, plan, caps=caps))
+        n -= WORKERS_STEP
+    return rows
+
+
 async def run_async(plan: Plan) -> dict[str, Any]:
     out: dict[str, Any] = {"plan": vars(plan).copy()}
     if "capacity" in plan.sections:
@@ -273,11 +391,7 @@ async def run_async(plan: Plan) -> dict[str, Any]:
             rows.append(row)
         out["barge"] = rows
     if "workers" in plan.sections:
-        rows = []
-        for k in ("twibridge", "twibridge-workers2"):
-            for n in plan.workers_ns:
-                rows.append(await measure(k, n, plan))
-        out["workers"] = rows
+        out.update(await workers_section(plan))
     if "agent" in plan.sections:
         from bench import sample_leg
 
@@ -310,8 +424,15 @@ def print_report(res: dict[str, Any]) -> None:
             p(report.capacity_summary(res["agent"], servers, servers[0]) + "\n")
         if res.get("agent_note"):
             p(res["agent_note"] + "\n")
-    if "workers" in res:
-        p("## One process vs `workers 2`\n\n" + report.capacity_table(res["workers"]) + "\n")
+    if "workers" in res and res.get("workers_cap"):
+        p(f"## `workers 2` vs `workers 1`, each worker capped at {res['workers_cap']['pct']:g} % of one core\n")
+        p(report.workers_table(res["workers"]) + "\n")
+        p(report.workers_summary(res["workers"], res["workers_cap"]) + "\n")
+    elif "workers" in res:
+        p("## One process vs `workers 2`\n")
+        if res.get("workers_note"):
+            p(res["workers_note"] + "\n")
+        p(report.capacity_table(res["workers"]) + "\n")
     if "latency" in res:
         p("## Bridge latency (passthrough agent)\n\n" + report.latency_table(res["latency"]) + "\n")
     if "barge" in res:
@@ -328,13 +449,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a short run (~2 min): small N, short calls")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
     p.add_argument("--json", help="also write the raw results to this file")
+    p.add_argument("--worker-cpu-pct", type=float, default=WORKER_CPU_PCT,
+                   help="workers section: cap each worker process at this %% of one core (cgroups, needs root; "
+                        f"{WORKER_CPU_PERIOD_US // 1000} ms period); 0 = uncapped one process vs workers 2")
     args = p.parse_args(argv)
+    min_pct = 100 * cgroups.MIN_QUOTA_US / WORKER_CPU_PERIOD_US
+    if args.worker_cpu_pct and not min_pct <= args.worker_cpu_pct <= 100:
+        p.error(f"--worker-cpu-pct: 0 or {min_pct:g}..100")
     os.chdir(REPO)
     sections = [s for s in args.only.split(",") if s]
     bad = set(sections) - set(SECTIONS)
     if bad:
         p.error(f"unknown sections: {sorted(bad)}")
-    plan = make_plan(args.quick, sections)
+    plan = make_plan(args.quick, sections, args.worker_cpu_pct)
     t0 = time.monotonic()
     res: dict[str, Any] = {"plan": vars(plan).copy()}
     # SIGINT/SIGTERM: trio raises in the run; every child is stopped in a finally.
