@@ -364,7 +364,8 @@ def test_fuzzed_frames_long_variant(captured_logs) -> None:
 
 
 async def test_empty_binary_frame_is_a_protocol_error(captured_logs) -> None:
-    """quart-trio hands an empty binary frame over as None (``bytes or text``): still the peer's error."""
+    """An empty binary frame is still a binary frame: the peer's error, not ours (quart-trio's relay
+    turned it into None, ``bytes or text``; twibridge.asgi passes it on as b"")."""
     from rawws import TrioClient
     from support import bridge
 

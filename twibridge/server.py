@@ -30,9 +30,9 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
-from quart_trio.asgi import TrioASGIHTTPConnection
 
 from twibridge import systemd
+from twibridge.asgi import ClosingHTTPConnection, DirectWebsocketConnection, MediaWebsocket
 from twibridge.call import Call
 from twibridge.config import Config
 from twibridge.logs import get_logger
@@ -43,46 +43,12 @@ from twibridge.twilio.twiml import busy, connect_stream
 log = get_logger("twibridge.server")
 
 
-class _ClosingHTTPConnection(TrioASGIHTTPConnection):
-    """quart-trio cancels the request nursery inside hypercorn's final send,
-    which interrupts the connection close: keep-alive sockets then leak.
-    Shield that last body send (bounded) so the close completes."""
-
-    async def handle_request(self, nursery: trio.Nursery, request: Any, send: Any) -> None:  # type: ignore[override]
-        async def shielded_send(message: Any) -> None:
-            if message.get("type") == "http.response.body" and not message.get("more_body", False):
-                with trio.move_on_after(5, shield=True):
-                    await send(message)
-            else:
-                await send(message)
-
-        await super().handle_request(nursery, request, shielded_send)
-
-
-class _QuartTransport:
-    """Quart's websocket as a :class:`twibridge.call.Transport`."""
-
-    def __init__(self, ws: Any) -> None:
-        self._ws = ws
-
-    async def receive(self) -> str | bytes:
-        data: str | bytes | None = await self._ws.receive()
-        # quart-trio hands over an *empty* binary frame as None (it picks
-        # ``bytes or text``): it is still a binary frame, which the protocol
-        # layer rejects as the peer's error, not ours.
-        return b"" if data is None else data
-
-    async def send(self, data: str) -> None:
-        await self._ws.send(data)
-
-    async def close(self, code: int, reason: str = "") -> None:
-        await self._ws.close(code, reason)
-
-
 def create_app(rt: Runtime) -> QuartTrio:
     cfg = rt.config
     app = QuartTrio("twibridge")
-    app.asgi_http_class = _ClosingHTTPConnection
+    app.asgi_http_class = ClosingHTTPConnection
+    app.asgi_websocket_class = DirectWebsocketConnection
+    app.websocket_class = MediaWebsocket
     checker = SignatureChecker(cfg.twilio.auth_token.get_secret_value())
     validate = cfg.twilio.validate_signatures
 
@@ -144,7 +110,8 @@ def create_app(rt: Runtime) -> QuartTrio:
                     rt.metrics.refused("unsigned")
                 return Response("invalid signature\n", status=403, content_type="text/plain")
         await websocket.accept()
-        await Call(_QuartTransport(websocket._get_current_object()), rt, remote).run()  # type: ignore[attr-defined]
+        # Quart's websocket object already is a call.Transport (receive, send, close).
+        await Call(websocket._get_current_object(), rt, remote).run()  # type: ignore[attr-defined]
         return None
 
     @app.get("/healthz")
