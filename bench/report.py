@@ -40,8 +40,9 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def capacity_table(rows: list[dict[str, Any]]) -> str:
+    """One line per point, by N (refinement points join their N's place)."""
     body = []
-    for r in rows:
+    for r in sorted(rows, key=lambda r: r["calls"]):
         d = r["driver"]
         lat = d["lateness_ms"]
         rss_call = None

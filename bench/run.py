@@ -32,6 +32,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LATE_P99_MS = report.LATE_P99_MS
 #: The sweep stops for a server after this many consecutive N that do not hold.
 MAX_MISSES = 2
+#: After the coarse sweep, each server's capacity is narrowed by bisection to within this many calls.
+REFINE_TO = 10
 #: The capped workers sweep (full run): N from WORKERS_START in steps of WORKERS_STEP, at most
 #: WORKERS_MAX_POINTS per worker count (about 16 s each at 12 s per point).
 WORKERS_START, WORKERS_STEP, WORKERS_MAX_POINTS = 10, 5, 12
@@ -233,7 +235,7 @@ async def sweep(servers: dict[str, Kind], ns: list[int], plan: Plan,
 
     A server drops out after :data:`MAX_MISSES` consecutive N that do not
     hold; while any server still holds at the last N, N grows by 100 up to
-    ``extend_to``.
+    ``extend_to``.  A full run then narrows each capacity (:func:`refine`).
     """
     rows: list[dict[str, Any]] = []
     misses = {name: 0 for name in servers}
@@ -249,7 +251,38 @@ async def sweep(servers: dict[str, Kind], ns: list[int], plan: Plan,
         alive = [name for name in servers if misses[name] == 0]
         if not todo and alive and extend_to and n < extend_to:
             todo.append(min(extend_to, n + 100))
+    if not plan.quick:
+        await refine(servers, rows, plan)
     return rows
+
+
+def bracket(rows: list[dict[str, Any]], server: str) -> tuple[int, int] | None:
+    """(largest N that held, the smallest larger N that did not), if both were tried."""
+    held, _ = report.capacity(rows, server)
+    if held is None:
+        return None
+    above = [r["calls"] for r in rows if r["server"] == server and not r["holds"] and r["calls"] > held]
+    return (held, min(above)) if above else None
+
+
+async def refine(servers: dict[str, Kind], rows: list[dict[str, Any]], plan: Plan) -> None:
+    """Bisect between each server's last holding N and first missing N, to :data:`REFINE_TO`.
+
+    The coarse steps (100 → 150) make capacities and their ratios jumpy; a
+    few midpoints, interleaved across servers, give a figure within
+    ``REFINE_TO`` calls.  At most six rounds (the gap halves each round).
+    """
+    for _ in range(6):
+        todo: dict[str, int] = {}
+        for name in servers:
+            b = bracket(rows, name)
+            if b is not None and b[1] - b[0] > REFINE_TO:
+                mid = (b[0] + b[1]) // 2 // 5 * 5
+                todo[name] = mid if b[0] < mid < b[1] else (b[0] + b[1]) // 2
+        if not todo:
+            return
+        for name, n in todo.items():
+            rows.append(await measure(name, n, plan, kind=servers[name]))
 
 
 # ---------------------------------------------------------------- the sections
