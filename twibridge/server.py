@@ -31,7 +31,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
-from twibridge import systemd
+from twibridge import hypercorn_fix, systemd
 from twibridge.asgi import ClosingHTTPConnection, DirectWebsocketConnection, MediaWebsocket
 from twibridge.call import Call
 from twibridge.config import Config
@@ -41,6 +41,7 @@ from twibridge.twilio.signature import SignatureChecker, public_base, signed_url
 from twibridge.twilio.twiml import busy, connect_stream
 
 log = get_logger("twibridge.server")
+hypercorn_fix.install()
 
 
 def create_app(rt: Runtime) -> QuartTrio:
