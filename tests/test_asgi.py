@@ -1,4 +1,4 @@
-"""twibridge.asgi's direct websocket reader, on a real Hypercorn with raw clients.
+"""twibridge.asgi, on a real Hypercorn with raw clients.
 
 A minimal Quart-Trio app with one websocket route, so what is tested is the
 connection class: messages arrive unchanged and in order (text, binary,
@@ -20,7 +20,7 @@ from quart.signals import websocket_received
 from quart_trio import QuartTrio
 from rawws import BINARY, TEXT, TrioClient, encode_frame
 
-from twibridge.asgi import DirectWebsocketConnection, MediaWebsocket
+from twibridge.asgi import QuietWebsocketConnection, MediaWebsocket
 
 
 class Probe:
@@ -33,7 +33,7 @@ class Probe:
 
 def make_app(probe: Probe, expect: int, accept: bool = True) -> QuartTrio:
     app = QuartTrio("asgi-test")
-    app.asgi_websocket_class = DirectWebsocketConnection
+    app.asgi_websocket_class = QuietWebsocketConnection
     app.websocket_class = MediaWebsocket
 
     @app.websocket("/media-stream")

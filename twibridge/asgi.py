@@ -13,10 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import trio
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, WebsocketScope
-from quart.asgi import ASGIWebsocketConnection
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart.signals import websocket_received, websocket_sent
-from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection, TrioASGIWebsocketConnection
 from quart_trio.wrappers import TrioWebsocket
 from werkzeug.datastructures import Headers
@@ -38,59 +36,36 @@ class ClosingHTTPConnection(TrioASGIHTTPConnection):
         await super().handle_request(nursery, request, shielded_send)
 
 
-class DirectWebsocketConnection(TrioASGIWebsocketConnection):
-    """A websocket whose ``receive()`` reads Hypercorn's event channel itself.
+class QuietWebsocketConnection(TrioASGIWebsocketConnection):
+    """quart-trio's websocket connection, minus blinker signals nobody hears.
 
-    quart-trio runs a relay task per socket that moves every message from
-    Hypercorn's channel into a second channel the handler reads: one more
-    Trio task switch (and a blinker signal) per message.  A media stream is
-    50 messages a second per call, and the relay was 7 % of the server's CPU
-    at 100 calls (py-spy, docs/benchmarks.md).  Here the handler's own
-    ``receive()`` takes the next ASGI event directly.
+    Quart fires ``websocket_received`` / ``websocket_sent`` for every message
+    (50 a second each way, per call); here they fire only when something is
+    connected to them.
 
-    Semantics kept from quart-trio: ``websocket_received`` still fires (when
-    anything listens), and a ``websocket.disconnect`` cancels the handler,
-    which Quart's relay did by cancelling the connection's nursery.  The one
-    difference: a disconnect is seen when the handler next reads, not while
-    it does something else; our media handler always has a reader waiting.
-    An *empty* binary frame arrives as ``b""`` (quart-trio's relay turned it
-    into ``None``).
+    The relay task that moves each message from Hypercorn's channel to the
+    handler's stays, on purpose.  Reading Hypercorn's channel directly from
+    the handler was measured (3-6 % less CPU), but it lets a handler finish
+    while Hypercorn's read task is still answering the client's close frame:
+    Hypercorn 0.18 then shuts the socket down (``send_eof``, outside its send
+    lock) while that task sends, and the ``BusyResourceError`` ends the whole
+    server, not one call (``tests/test_fuzz.py`` hit it 4 runs in 6).
     """
 
-    def __init__(self, app: QuartTrio, scope: WebsocketScope) -> None:  # no relay channel to open
-        self.app = app
-        self.scope = scope
-        self._accepted = False
-        self._closed = False
-        self._asgi_receive: ASGIReceiveCallable | None = None
-        self._scope = trio.CancelScope()
-        # _create_websocket_from_scope hands ``self.receive_channel.receive``
-        # to the Websocket object: point it at the direct read below.
-        self.receive_channel = self  # type: ignore[assignment]
-
-    async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        self._asgi_receive = receive
-        websocket = self._create_websocket_from_scope(send)
-        with self._scope:
-            await ASGIWebsocketConnection.handle_websocket(self, websocket, send)
-
-    async def receive(self) -> str | bytes:
-        """The next message; on disconnect, cancel the handler like quart-trio."""
-        assert self._asgi_receive is not None
+    async def handle_messages(self, nursery: trio.Nursery, receive: ASGIReceiveCallable) -> None:  # type: ignore[override]
         while True:
-            event: Any = await self._asgi_receive()
+            event: Any = await receive()
             if event["type"] == "websocket.receive":
                 data = event.get("bytes")
                 message: str | bytes = data if data is not None else event["text"]
                 if websocket_received.receivers:
                     await websocket_received.send_async(message, _sync_wrapper=self.app.ensure_async)  # type: ignore[arg-type]
-                return message
-            if event["type"] == "websocket.disconnect":
-                self._scope.cancel(reason="websocket disconnected")
-                await trio.lowlevel.checkpoint()  # raises Cancelled
+                await self.send_channel.send(message)
+            elif event["type"] == "websocket.disconnect":
+                break
+        nursery.cancel_scope.cancel(reason="websocket disconnected")
 
     async def send_data(self, send: ASGISendCallable, data: str | bytes) -> None:
-        """Quart's, minus the ``websocket_sent`` signal when nothing listens."""
         if isinstance(data, str):
             await send({"type": "websocket.send", "bytes": None, "text": data})
         else:

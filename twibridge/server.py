@@ -32,7 +32,7 @@ from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
 from twibridge import hypercorn_fix, systemd
-from twibridge.asgi import ClosingHTTPConnection, DirectWebsocketConnection, MediaWebsocket
+from twibridge.asgi import ClosingHTTPConnection, MediaWebsocket, QuietWebsocketConnection
 from twibridge.call import Call
 from twibridge.config import Config
 from twibridge.logs import get_logger
@@ -48,7 +48,7 @@ def create_app(rt: Runtime) -> QuartTrio:
     cfg = rt.config
     app = QuartTrio("twibridge")
     app.asgi_http_class = ClosingHTTPConnection
-    app.asgi_websocket_class = DirectWebsocketConnection
+    app.asgi_websocket_class = QuietWebsocketConnection
     app.websocket_class = MediaWebsocket
     checker = SignatureChecker(cfg.twilio.auth_token.get_secret_value())
     validate = cfg.twilio.validate_signatures
