@@ -11,6 +11,7 @@ import trio
 
 from fakes import SessionEvents, frames, silence, tone
 from fakes.openai_realtime import API_KEY, FakeRealtime
+from agent_support import connect_error, speak
 from twibridge.agents.base import (
     AgentDisconnected, AgentFailed, AudioOut, CallInfo, HangupRequest, ReplyDone, SpeechStarted, Transcript,
     TransferRequest,
@@ -54,19 +55,6 @@ async def fake_server(**kwargs: object) -> AsyncIterator[FakeRealtime]:
         nursery.cancel_scope.cancel()
 
 
-async def connect_error(url: str, key: str = API_KEY) -> Exception:
-    """What ``connect`` raised (it must raise), outside any nursery's exception group."""
-    async with trio.open_nursery() as nursery:
-        try:
-            await OpenAIProvider(config(url, key)).connect(CALL, nursery)
-        except (AgentDisconnected, AgentFailed) as exc:
-            return exc
-    raise AssertionError("connect succeeded")
-
-
-async def speak(session: OpenAISession, audio: bytes = UTTERANCE) -> None:
-    for frame in frames(audio):
-        await session.send_audio(frame)
 
 
 def test_realtime_url() -> None:
@@ -92,7 +80,7 @@ async def test_connects_with_bearer_key_and_ga_session_first() -> None:
 async def test_audio_flows_both_ways() -> None:
     with trio.fail_after(10):
         async with fake_server(reply_ms=800) as fake, session_for(fake) as (session, events):
-            await speak(session)
+            await speak(session, UTTERANCE)
             await events.wait_for(lambda: events.of(ReplyDone))
             await events.wait_for(lambda: events.of(Transcript))
     appended = fake.of_type("input_audio_buffer.append")
@@ -108,7 +96,7 @@ async def test_audio_flows_both_ways() -> None:
 async def test_barge_in_cancels_and_truncates_at_the_heard_position() -> None:
     with trio.fail_after(10):
         async with fake_server(reply_ms=3000, pace_s=0.02) as fake, session_for(fake) as (session, events):
-            await speak(session)
+            await speak(session, UTTERANCE)
             await events.wait_for(lambda: len(events.of(AudioOut)) >= 3)
             item = events.of(AudioOut)[0].item_id
             await session.interrupt(item, 240)
@@ -126,7 +114,7 @@ async def test_barge_in_cancels_and_truncates_at_the_heard_position() -> None:
 async def test_barge_in_with_nothing_heard_skips_truncate() -> None:
     with trio.fail_after(10):
         async with fake_server(reply_ms=3000, pace_s=0.02) as fake, session_for(fake) as (session, events):
-            await speak(session)
+            await speak(session, UTTERANCE)
             item = (await events.wait_for(lambda: events.of(AudioOut)))[0].item_id
             await session.interrupt(item, 0)
             await fake.wait_for(lambda: fake.of_type("response.cancel"))
@@ -137,7 +125,7 @@ async def test_barge_in_with_nothing_heard_skips_truncate() -> None:
 async def test_caller_speech_during_reply_is_a_speech_started_event() -> None:
     with trio.fail_after(10):
         async with fake_server(reply_ms=3000, pace_s=0.02) as fake, session_for(fake) as (session, events):
-            await speak(session)
+            await speak(session, UTTERANCE)
             await events.wait_for(lambda: events.of(AudioOut))
             await speak(session, tone(300))
             await events.wait_for(lambda: len(events.of(SpeechStarted)) == 2)
@@ -154,7 +142,7 @@ async def test_end_call_function_is_answered_then_hangs_up(with_name: bool) -> N
         async with fake_server() as fake, session_for(fake) as (session, events):
             fake.function_call = ("end_call", '{"reason":"resolved"}')
             fake.omit_function_name = not with_name
-            await speak(session)
+            await speak(session, UTTERANCE)
             await events.wait_for(lambda: events.of(HangupRequest))
             await fake.wait_for(lambda: fake.of_type("conversation.item.create"))
     assert events.of(HangupRequest) == [HangupRequest("end_call: resolved")]
@@ -168,7 +156,7 @@ async def test_transfer_function_answers_and_model_speaks_again() -> None:
     with trio.fail_after(10):
         async with fake_server() as fake, session_for(fake) as (session, events):
             fake.function_call = ("transfer_to_human", '{"reason":"billing"}')
-            await speak(session)
+            await speak(session, UTTERANCE)
             await events.wait_for(lambda: events.of(TransferRequest))
             await events.wait_for(lambda: len(events.of(ReplyDone)) == 2)  # the announcement
     assert events.of(TransferRequest) == [TransferRequest(None)]
@@ -182,7 +170,7 @@ async def test_bad_key_is_agent_failed_and_never_shown(mode: str, captured_logs:
     with trio.fail_after(10):
         async with fake_server() as fake:
             fake.auth_error_event = mode == "event"
-            error = await connect_error(fake.url, wrong)
+            error = await connect_error(OpenAIProvider(config(fake.url, wrong)), CALL)
     assert isinstance(error, AgentFailed)
     assert "invalid_api_key" in str(error) or "401" in str(error)
     assert wrong not in str(error) and wrong not in captured_logs.text  # type: ignore[attr-defined]
@@ -194,13 +182,13 @@ async def test_refused_upgrade(status: int, error: type[Exception]) -> None:
     with trio.fail_after(10):
         async with fake_server() as fake:
             fake.reject_status = status
-            got = await connect_error(fake.url)
+            got = await connect_error(OpenAIProvider(config(fake.url)), CALL)
     assert type(got) is error and str(status) in str(got)
 
 
 async def test_unreachable_is_agent_disconnected() -> None:
     with trio.fail_after(10):
-        got = await connect_error("ws://127.0.0.1:1/v1/realtime")
+        got = await connect_error(OpenAIProvider(config("ws://127.0.0.1:1/v1/realtime")), CALL)
     assert type(got) is AgentDisconnected and "cannot connect" in str(got)
 
 
@@ -221,7 +209,7 @@ async def test_reconnect_seeds_the_new_session_with_the_transcript() -> None:
         async with fake_server() as fake:
             provider = OpenAIProvider(config(fake.url))
             async with session_for(fake, provider) as (session, events):
-                await speak(session)
+                await speak(session, UTTERANCE)
                 await events.wait_for(lambda: events.of(Transcript))
             async with session_for(fake, provider):
                 pass
@@ -235,7 +223,7 @@ async def test_key_absent_from_logs(captured_logs: object) -> None:
     with trio.fail_after(10):
         async with fake_server() as fake:
             async with session_for(fake) as (session, events):
-                await speak(session)
+                await speak(session, UTTERANCE)
                 await events.wait_for(lambda: events.of(ReplyDone))
                 await session.interrupt(events.of(AudioOut)[0].item_id, 100)
             fake.drop_after_appends = 1
@@ -266,7 +254,7 @@ async def test_fake_rejects_beta_session_and_overshooting_truncate() -> None:
                 session = await OpenAIProvider(config(fake.url)).connect(CALL, nursery)
                 events = SessionEvents(session)
                 nursery.start_soon(events.run)
-                await speak(session)
+                await speak(session, UTTERANCE)
                 await events.wait_for(lambda: events.of(ReplyDone))
                 item = events.of(AudioOut)[0].item_id
                 await session.sock.send(json.dumps({"type": "conversation.item.truncate", "item_id": item,

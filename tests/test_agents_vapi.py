@@ -11,6 +11,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from fakes import Recorder, frames, silence, tone
 from fakes.vapi import API_KEY, ASSISTANT_ID, FakeVapi, FakeVapiCall
+from agent_support import speak
 from twibridge.agents.base import (
     AgentDisconnected, AgentEvent, AgentFailed, AgentNotice, AudioOut, CallInfo, HangupRequest, ReplyDone,
     SpeechStarted, Transcript, TransferRequest,
@@ -48,10 +49,6 @@ async def vapi_session(fake: FakeVapi, **cfg: Any) -> AsyncIterator[tuple[VapiSe
                 await session.aclose()
             nursery.cancel_scope.cancel()
 
-
-async def speak(session: VapiSession, audio: bytes) -> None:
-    for f in frames(audio):
-        await session.send_audio(f)
 
 
 async def events_until(session: VapiSession, done: Callable[[AgentEvent], bool]) -> list[AgentEvent]:

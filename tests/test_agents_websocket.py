@@ -12,6 +12,7 @@ from wsproto.events import AcceptConnection, Request
 
 from fakes import SessionEvents, frames, silence, tone
 from fakes.ref_agent import RefAgent
+from agent_support import connect_error, speak
 from twibridge.agents.base import (
     AgentDisconnected, AgentFailed, AudioOut, CallInfo, HangupRequest, ReplyDone, SpeechStarted, Transcript,
     TransferRequest,
@@ -56,18 +57,6 @@ async def session_for(url: str, provider: WebsocketProvider | None = None
             nursery.cancel_scope.cancel()
 
 
-async def connect_error(url: str, headers: dict[str, str] = HEADERS) -> Exception:
-    async with trio.open_nursery() as nursery:
-        try:
-            await WebsocketProvider(config(url, headers)).connect(CALL, nursery)
-        except (AgentDisconnected, AgentFailed) as exc:
-            return exc
-    raise AssertionError("connect succeeded")
-
-
-async def speak(session: WebsocketSession, audio: bytes = UTTERANCE) -> None:
-    for frame in frames(audio):
-        await session.send_audio(frame)
 
 
 async def test_start_first_with_call_and_headers_then_stop() -> None:
@@ -86,7 +75,7 @@ async def test_start_first_with_call_and_headers_then_stop() -> None:
 async def test_audio_flows_both_ways() -> None:
     with trio.fail_after(10):
         async with agent_server(reply_ms=800) as agent, session_for(agent.url) as (session, events):
-            await speak(session)
+            await speak(session, UTTERANCE)
             await events.wait_for(lambda: len(events.of(Transcript)) == 2)
     assert bytes(agent.audio_in) == UTTERANCE and agent.audio_frames == len(frames(UTTERANCE))
     audio = events.of(AudioOut)
@@ -99,7 +88,7 @@ async def test_audio_flows_both_ways() -> None:
 async def test_interrupt_and_marks_reach_the_agent_and_late_audio_is_dropped() -> None:
     with trio.fail_after(10):
         async with agent_server(reply_ms=5000, pace_s=0.02) as agent, session_for(agent.url) as (session, events):
-            await speak(session)
+            await speak(session, UTTERANCE)
             await events.wait_for(lambda: len(events.of(AudioOut)) >= 3)
             await session.mark_played("reply-1", 100)
             await session.interrupt("reply-1", 180)
@@ -115,7 +104,7 @@ async def test_interrupt_and_marks_reach_the_agent_and_late_audio_is_dropped() -
 async def test_agent_side_barge_in_is_speech_started() -> None:
     with trio.fail_after(10):
         async with agent_server(reply_ms=5000, pace_s=0.02) as agent, session_for(agent.url) as (session, events):
-            await speak(session)
+            await speak(session, UTTERANCE)
             await events.wait_for(lambda: events.of(AudioOut))
             await speak(session, tone(200))
             await events.wait_for(lambda: events.of(SpeechStarted))
@@ -145,14 +134,14 @@ async def test_fatal_agent_error_is_agent_failed() -> None:
 async def test_refusals_and_unreachable() -> None:
     with trio.fail_after(10):
         async with agent_server() as agent:
-            bad = await connect_error(agent.url, {"Authorization": "Bearer nope"})
+            bad = await connect_error(WebsocketProvider(config(agent.url, {"Authorization": "Bearer nope"})), CALL)
             assert type(bad) is AgentFailed and "401" in str(bad)
             agent.reject_status = 503
-            busy = await connect_error(agent.url)
+            busy = await connect_error(WebsocketProvider(config(agent.url)), CALL)
             assert type(busy) is AgentDisconnected and "503" in str(busy)
-        gone = await connect_error("ws://127.0.0.1:1/agent")
+        gone = await connect_error(WebsocketProvider(config("ws://127.0.0.1:1/agent")), CALL)
         assert type(gone) is AgentDisconnected
-        assert type(await connect_error("http://127.0.0.1:1/agent")) is AgentFailed
+        assert type(await connect_error(WebsocketProvider(config("http://127.0.0.1:1/agent")), CALL)) is AgentFailed
 
 
 async def test_drop_mid_call_is_agent_disconnected() -> None:
@@ -174,7 +163,7 @@ async def test_keepalive_pings_a_live_agent_without_trouble() -> None:
             provider.ping_interval_s, provider.pong_timeout_s = 0.02, 1.0
             async with session_for(agent.url, provider) as (session, events):
                 await trio.sleep(0.2)  # several ping/pong rounds: the thing under test is time itself
-                await speak(session)
+                await speak(session, UTTERANCE)
                 await events.wait_for(lambda: events.of(ReplyDone))
                 assert events.error is None
 
@@ -207,9 +196,9 @@ async def test_header_secrets_absent_from_logs(captured_logs: Any) -> None:
     with trio.fail_after(10):
         async with agent_server() as agent:
             async with session_for(agent.url) as (session, events):
-                await speak(session)
+                await speak(session, UTTERANCE)
                 await events.wait_for(lambda: events.of(ReplyDone))
-            await connect_error(agent.url, {"Authorization": "Bearer wrong-token-abcdef"})
+            await connect_error(WebsocketProvider(config(agent.url, {"Authorization": "Bearer wrong-token-abcdef"})), CALL)
     assert TOKEN not in captured_logs.text and "wrong-token-abcdef" not in captured_logs.text
 
 
