@@ -51,7 +51,7 @@ import trio
 
 from bench.wsraw import OP_TEXT, RawWebSocket, text
 from twibridge.audio.g711 import pcm16_to_ulaw
-from twibridge.twilio.protocol import (
+from twibridge.twilio.emulation import (
     build_connected, build_inbound_media, build_mark_echo, build_start, build_stop,
 )
 

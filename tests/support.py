@@ -20,6 +20,7 @@ from twibridge.audio.g711 import pcm16_to_ulaw
 from twibridge.config import Config, build_config
 from twibridge.runtime import Runtime
 from twibridge.server import make_runtime, running_server
+from twibridge.twilio import emulation as emu
 from twibridge.twilio import protocol as tw
 from twibridge.twilio.signature import SignatureChecker
 from twibridge.wsclient import connect_ws
@@ -96,17 +97,17 @@ class Leg:
         return self.seq
 
     async def start(self, params: Mapping[str, str] | None = None) -> None:
-        await self.ws.send_message(tw.build_connected())
-        await self.ws.send_message(tw.build_start(self._next(), self.stream_sid, ACCOUNT_SID, self.call_sid,
+        await self.ws.send_message(emu.build_connected())
+        await self.ws.send_message(emu.build_start(self._next(), self.stream_sid, ACCOUNT_SID, self.call_sid,
                                                   params or {"CallSid": self.call_sid}))
 
     async def media(self, frame: bytes) -> None:
         self.chunk += 1
-        await self.ws.send_message(tw.build_inbound_media(self._next(), self.stream_sid, self.chunk,
+        await self.ws.send_message(emu.build_inbound_media(self._next(), self.stream_sid, self.chunk,
                                                           (self.chunk - 1) * 20, frame))
 
     async def stop(self) -> None:
-        await self.ws.send_message(tw.build_stop(self._next(), self.stream_sid, ACCOUNT_SID, self.call_sid))
+        await self.ws.send_message(emu.build_stop(self._next(), self.stream_sid, ACCOUNT_SID, self.call_sid))
 
     async def collect(self, until_ms_of_audio: int | None = None, idle_s: float = 1.5) -> None:
         """Read until ``until_ms_of_audio`` received or nothing arrives for ``idle_s``;
@@ -116,12 +117,12 @@ class Leg:
                 msg = await self.ws.get_message()
             if cs.cancelled_caught:
                 return
-            ev = tw.parse_from_bridge(msg, self.stream_sid)
+            ev = emu.parse_from_bridge(msg, self.stream_sid)
             self.received.append(ev)
             if isinstance(ev, tw.OutMedia):
                 self.audio += ev.payload
             elif isinstance(ev, tw.OutMark):
-                await self.ws.send_message(tw.build_mark_echo(self._next(), self.stream_sid, ev.name))
+                await self.ws.send_message(emu.build_mark_echo(self._next(), self.stream_sid, ev.name))
 
 
 def tone(ms: int, freq: float = 440.0, amp: float = 0.3, rate: int = 8000) -> bytes:

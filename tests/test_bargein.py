@@ -21,7 +21,7 @@ from twibridge.audio.g711 import pcm16_to_ulaw, ulaw_dbfs, ulaw_to_pcm16
 from twibridge.config import Config
 from twibridge.server import make_runtime
 from twibridge.simulate import CallOptions, build_report, load_caller_audio, simulate_call
-from twibridge.twilio import protocol as tw
+from twibridge.twilio import emulation as emu
 
 FIXTURES = Path(__file__).parent / "fixtures" / "audio"
 
@@ -147,7 +147,7 @@ async def test_shuffled_duplicated_and_missing_frames_are_ordered_and_counted(ca
             leg = Leg(ws, 77)
             await leg.start()
             for i in order:
-                await ws.send_message(tw.build_inbound_media(i + 2, leg.stream_sid, i + 1, i * 20, fs[i]))
+                await ws.send_message(emu.build_inbound_media(i + 2, leg.stream_sid, i + 1, i * 20, fs[i]))
             leg.seq = len(fs) + 2
             await leg.collect(until_ms_of_audio=700, idle_s=3)
             await leg.stop()

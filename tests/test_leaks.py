@@ -23,7 +23,7 @@ from rawws import TrioClient
 from support import ACCOUNT_SID, bridge, make_config, sid, tone
 from twibridge.runtime import Runtime
 from twibridge.server import make_runtime
-from twibridge.twilio import protocol as tw
+from twibridge.twilio import emulation as emu
 
 #: kind → (agent mode, close code the caller must see (None: it hung up itself), outcome logged)
 KINDS: dict[str, tuple[str, int | None, str]] = {
@@ -56,13 +56,13 @@ async def one_call(url: str, n: int, kind: str) -> int | None:
     stream_sid = sid("MZ", n)
     client = await TrioClient.connect(url)
     try:
-        await client.text(tw.build_connected())
-        await client.text(tw.build_start(1, stream_sid, ACCOUNT_SID, sid("CA", n), {"mode": mode}))
+        await client.text(emu.build_connected())
+        await client.text(emu.build_start(1, stream_sid, ACCOUNT_SID, sid("CA", n), {"mode": mode}))
         if kind != "idle":
             for i, frame in enumerate(FRAMES):
-                await client.text(tw.build_inbound_media(i + 2, stream_sid, i + 1, i * 20, frame))
+                await client.text(emu.build_inbound_media(i + 2, stream_sid, i + 1, i * 20, frame))
         if kind == "normal":
-            await client.text(tw.build_stop(len(FRAMES) + 2, stream_sid, ACCOUNT_SID, sid("CA", n)))
+            await client.text(emu.build_stop(len(FRAMES) + 2, stream_sid, ACCOUNT_SID, sid("CA", n)))
         if kind.startswith("drop"):
             await client.abort(reset=kind == "drop-rst")
             return None

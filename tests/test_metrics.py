@@ -16,7 +16,7 @@ from rawws import TrioClient
 from support import Leg, bridge, frames, make_config, media_socket, post_signed, sid, silence, tone
 from twibridge import systemd
 from twibridge.server import make_runtime
-from twibridge.twilio import protocol as tw
+from twibridge.twilio import emulation as emu
 
 VOICE = {"AccountSid": "AC" + "0" * 32, "From": "+15005550006", "To": "+15005550001"}
 METRICS_TOKEN = "metrics-bearer-0123456789"
@@ -88,7 +88,7 @@ async def test_counters_move_with_real_calls(monkeypatch, captured_logs) -> None
 
             # caller drop (no close frame), protocol error, agent failure, reconnect
             client = await TrioClient.connect(url)
-            await client.text(tw.build_start(1, sid("MZ", 3), VOICE["AccountSid"], sid("CA", 3), {}))
+            await client.text(emu.build_start(1, sid("MZ", 3), VOICE["AccountSid"], sid("CA", 3), {}))
             await wait_calls(rt, 1)
             await client.abort()
             await wait_calls(rt, 0)
@@ -161,7 +161,7 @@ async def test_jitter_counters_reordered_gap_filled_and_dropped() -> None:
             await leg.start()
             f = silence(20)
             send = lambda seq, chunk: ws.send_message(  # noqa: E731
-                tw.build_inbound_media(seq, leg.stream_sid, chunk, (chunk - 1) * 20, f))
+                emu.build_inbound_media(seq, leg.stream_sid, chunk, (chunk - 1) * 20, f))
             # 3 before 2: reordered; 3 again: duplicate; 4 missing beyond the 60 ms window: skipped
             # (20 ms filled), then late; 9 jumps 420 ms ahead in time: 21 frames filled
             for seq, chunk in [(1, 1), (3, 3), (2, 2), (3, 3), (5, 5), (6, 6), (7, 7), (8, 8), (4, 4), (9, 30)]:

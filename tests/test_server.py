@@ -12,6 +12,7 @@ import trio_websocket
 from support import (
     TOKEN, Leg, bridge, frames, make_config, media_socket, post_signed, sid, silence, tone,
 )
+from twibridge.twilio import emulation as emu
 from twibridge.twilio import protocol as tw
 
 VOICE_FORM = {"CallSid": sid("CA", 7), "AccountSid": "AC" + "0" * 32, "From": "+15005550006",
@@ -147,12 +148,12 @@ async def send_bad(ws: trio_websocket.WebSocketConnection, n: int, items: list) 
     leg = Leg(ws, n)
     for item in items:
         if item == "MEDIA_FIRST":
-            await ws.send_message(tw.build_inbound_media(1, leg.stream_sid, 1, 0, silence(20)))
+            await ws.send_message(emu.build_inbound_media(1, leg.stream_sid, 1, 0, silence(20)))
         elif item == "START":
             await leg.start()
         elif item in ("BAD_B64", "SHORT"):
             await leg.start()
-            text = tw.build_inbound_media(9, leg.stream_sid, 1, 0, silence(20 if item == "BAD_B64" else 10))
+            text = emu.build_inbound_media(9, leg.stream_sid, 1, 0, silence(20 if item == "BAD_B64" else 10))
             if item == "BAD_B64":
                 text = text.replace('"payload":"', '"payload":"%%%')
             await ws.send_message(text)

@@ -40,6 +40,7 @@ from twibridge.simulate.events import EventLog
 from twibridge.simulate.playback import PlaybackBuffer
 from twibridge.simulate.record import CallOptions, CallResult, Outcome
 from twibridge.simulate.twiml import StreamVerb, TwimlError, TwimlPlan, new_sid, parse_twiml, sign, voice_params
+from twibridge.twilio import emulation as emu
 from twibridge.twilio import protocol as p
 
 __all__ = ["CallOptions", "CallResult", "Outcome", "simulate_call"]
@@ -182,15 +183,15 @@ class _Call:
         for name in progress.marks:
             if self.hung_up or self.closed:
                 break
-            await self.send(partial(p.build_mark_echo, stream_sid=sid, name=name))
+            await self.send(partial(emu.build_mark_echo, stream_sid=sid, name=name))
             self.r.marks_echoed += 1
             self.events.add(now, "to_server", "mark", name=name)
 
     async def sender(self, custom_parameters: dict[str, str]) -> None:
         r, sid = self.r, self.r.stream_sid
-        await self.send(lambda seq: p.build_connected(), numbered=False)  # no sequenceNumber
+        await self.send(lambda seq: emu.build_connected(), numbered=False)  # no sequenceNumber
         self.events.add(0.0, "to_server", "connected")
-        await self.send(lambda seq: p.build_start(seq, sid, r.account_sid, r.call_sid, custom_parameters))
+        await self.send(lambda seq: emu.build_start(seq, sid, r.account_sid, r.call_sid, custom_parameters))
         self.events.add(0.0, "to_server", "start", stream_sid=sid, custom_parameters=custom_parameters)
         frames = math.ceil(len(r.caller_ulaw) / p.FRAME_BYTES)
         total_ms = frames * p.FRAME_MS
@@ -204,18 +205,18 @@ class _Call:
             await trio.sleep_until(self.t0 + due_ms * step)  # absolute deadline: no drift
             await self.tick()
             if isinstance(what, str):
-                await self.send(partial(p.build_dtmf, stream_sid=sid, digit=what))
+                await self.send(partial(emu.build_dtmf, stream_sid=sid, digit=what))
                 self.events.add(due_ms, "to_server", "dtmf", digit=what)
                 continue
             chunk = r.caller_ulaw[what * p.FRAME_BYTES : (what + 1) * p.FRAME_BYTES].ljust(p.FRAME_BYTES, b"\xff")
-            await self.send(partial(p.build_inbound_media, stream_sid=sid, chunk=what + 1,
+            await self.send(partial(emu.build_inbound_media, stream_sid=sid, chunk=what + 1,
                                     timestamp_ms=what * p.FRAME_MS, ulaw=chunk))
             r.frames_sent += 1
             self.events.media(due_ms, "to_server", p.FRAME_BYTES)
             if self.on_progress is not None:
                 self.on_progress(due_ms, total_ms)
         self.hung_up = True
-        await self.send(lambda seq: p.build_stop(seq, sid, r.account_sid, r.call_sid))
+        await self.send(lambda seq: emu.build_stop(seq, sid, r.account_sid, r.call_sid))
         # The call's timeline ends with the last frame's audio (stop leaves then).
         self.r.call_ms = r.frames_sent * p.FRAME_MS
         self.events.add(self.r.call_ms, "to_server", "stop")
@@ -233,7 +234,7 @@ class _Call:
                 continue  # Twilio ignores what arrives after its stop
             now = self.now_ms()
             try:
-                ev = p.parse_from_bridge(message, self.r.stream_sid)
+                ev = emu.parse_from_bridge(message, self.r.stream_sid)
             except p.RemoteProtocolError as exc:
                 self.error(str(exc))
                 continue

@@ -1,15 +1,15 @@
 """Twilio Media Streams messages, sans-IO (in the manner of h11/wsproto).
 
 Every Media Streams frame is a JSON text frame.  This module turns text into
-small frozen event dataclasses and events back into text, for both roles:
+small frozen event dataclasses and events back into text:
 
 * the *bridge* role (our server): :func:`parse_from_twilio` reads what Twilio
   sends (``connected``, ``start``, ``media``, ``dtmf``, ``mark``, ``stop``) and
   :func:`build_media` / :func:`build_mark` / :func:`build_clear` write what
   the bridge may send back;
-* the *Twilio* role (``simulate-call``): :func:`build_connected` and friends
-  write what Twilio would send, and :func:`parse_from_bridge` checks what a
-  bridge sends the way Twilio does (warnings 31950/31951).
+* the *Twilio* role (``simulate-call``, tests, bench) lives beside it in
+  :mod:`twibridge.twilio.emulation`: what Twilio sends, and a check of what a
+  bridge sends, made the way Twilio makes it.
 
 :class:`StreamState` checks event order (connected → start → media… → stop).
 
@@ -408,99 +408,3 @@ class StreamState:
         if isinstance(ev, Stop):
             self.phase = Phase.STOPPED
         return ev
-
-
-# --------------------------------------------------------------------------
-# Twilio role (the simulator): build what Twilio sends, check what a bridge sends
-# --------------------------------------------------------------------------
-
-
-def _dumps(obj: Mapping[str, Any]) -> str:
-    return json.dumps(obj, separators=(",", ":"))
-
-
-def build_connected() -> str:
-    return _dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-
-
-def build_start(
-    seq: int, stream_sid: str, account_sid: str, call_sid: str, custom_parameters: Mapping[str, str]
-) -> str:
-    return _dumps(
-        {
-            "event": "start",
-            "sequenceNumber": str(seq),
-            "streamSid": stream_sid,
-            "start": {
-                "accountSid": account_sid,
-                "streamSid": stream_sid,
-                "callSid": call_sid,
-                "tracks": ["inbound"],
-                "customParameters": dict(custom_parameters),
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-            },
-        }
-    )
-
-
-def build_inbound_media(seq: int, stream_sid: str, chunk: int, timestamp_ms: int, ulaw: bytes) -> str:
-    payload = base64.b64encode(ulaw).decode("ascii")
-    return (
-        f'{{"event":"media","sequenceNumber":"{seq}","streamSid":"{stream_sid}",'
-        f'"media":{{"track":"inbound","chunk":"{chunk}","timestamp":"{timestamp_ms}","payload":"{payload}"}}}}'
-    )
-
-
-def build_dtmf(seq: int, stream_sid: str, digit: str) -> str:
-    return _dumps(
-        {"event": "dtmf", "sequenceNumber": str(seq), "streamSid": stream_sid,
-         "dtmf": {"track": "inbound_track", "digit": digit}}
-    )
-
-
-def build_mark_echo(seq: int, stream_sid: str, name: str) -> str:
-    return _dumps({"event": "mark", "sequenceNumber": str(seq), "streamSid": stream_sid, "mark": {"name": name}})
-
-
-def build_stop(seq: int, stream_sid: str, account_sid: str, call_sid: str) -> str:
-    return _dumps(
-        {"event": "stop", "sequenceNumber": str(seq), "streamSid": stream_sid,
-         "stop": {"accountSid": account_sid, "callSid": call_sid}}
-    )
-
-
-def parse_from_bridge(text: str | bytes, stream_sid: str) -> BridgeEvent:
-    """Check a bridge's frame as Twilio does.
-
-    Raises:
-        RemoteProtocolError: with Twilio's debugger code in the message —
-            31950 for a binary frame, 31951 for bad JSON, an unknown event,
-            missing/extra fields or a wrong ``streamSid``.
-    """
-    if isinstance(text, (bytes, bytearray, memoryview)):
-        raise RemoteProtocolError("31950: binary frame (Media Streams accepts JSON text only)")
-    try:
-        d = _load(text)
-    except RemoteProtocolError as exc:
-        raise RemoteProtocolError(f"31951: {exc}") from None
-    event = d.get("event")
-    allowed = {"media": {"event", "streamSid", "media"}, "mark": {"event", "streamSid", "mark"},
-               "clear": {"event", "streamSid"}}
-    if event not in allowed:
-        raise RemoteProtocolError(f"31951: unsupported event {event!r:.40}")
-    extra = set(d) - allowed[event]
-    if extra:
-        raise RemoteProtocolError(f"31951: unexpected fields {sorted(extra)} in {event}")
-    if d.get("streamSid") != stream_sid:
-        raise RemoteProtocolError(f"31951: wrong streamSid {d.get('streamSid')!r:.40}")
-    try:
-        if event == "media":
-            m = _obj(d, "media")
-            if set(m) != {"payload"}:
-                raise RemoteProtocolError(f"outbound media must carry only 'payload', got {sorted(m)}")
-            return OutMedia(stream_sid, _b64(_str(m, "payload", max_len=1 << 22)))
-        if event == "mark":
-            return OutMark(stream_sid, _str(_obj(d, "mark"), "name"))
-    except RemoteProtocolError as exc:
-        raise RemoteProtocolError(f"31951: {exc}") from None
-    return OutClear(stream_sid)
