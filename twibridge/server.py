@@ -179,14 +179,23 @@ async def serve(
     port: int | None = None,
     rt: Runtime | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    fd: int | None = None,
+    beside: Callable[[trio.Event], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or ``shutdown_trigger`` returns), then drain.
 
     ``task_status.started`` gets the base URL actually bound (port 0 works).
+    A worker of ``serve --workers`` (:mod:`twibridge.workers`) passes the
+    inherited listening socket as ``fd`` instead of binding, and its
+    heartbeat as ``beside``: a task started once listening, given the event
+    that starts the drain (as a signal would).
     """
+    owns_runtime = rt is None
     rt = rt or make_runtime(config)
     hc = hypercorn_config(config, host or config.server.host, config.server.port if port is None else port)
+    if fd is not None:
+        hc.bind = [f"fd://{fd}"]
     notifier = systemd.Notifier.from_environ()
     watchdog_s = systemd.watchdog_period()
     if rt.metrics is not None and getattr(rt.registry, "metrics", False) is None:
@@ -228,9 +237,14 @@ async def serve(
                                                                       task_status=task_status))
                 log.info("server.listening", url=url, provider=config.agent.provider,
                          max_calls=config.server.max_calls, systemd_notify=notifier.enabled, watchdog_s=watchdog_s)
+                if beside is not None:
+                    nursery.start_soon(beside, signalled)
                 task_status.started(url)
     finally:
         notifier.close()
+        if owns_runtime:
+            with trio.move_on_after(config.state.timeout_s, shield=True):
+                await rt.registry.aclose()
 
 
 @asynccontextmanager

@@ -325,35 +325,15 @@ class _Supervisor:
 
 
 async def serve_fd(config: Config, fd: int, heartbeat_fd: int) -> None:
-    """One worker: the normal app, drain and lag probe, on the inherited socket ``fd``.
+    """One worker: :func:`twibridge.server.serve` on the inherited socket ``fd``,
+    reporting to the parent through ``heartbeat_fd`` instead of to systemd."""
+    from twibridge.server import serve
 
-    Mirrors :func:`twibridge.server.serve` (which binds its own socket) but
-    reports to the parent through ``heartbeat_fd`` instead of to systemd.
-    """
-    from hypercorn.trio import serve as hypercorn_serve
-
-    from twibridge.server import create_app, drain, hypercorn_config, make_runtime
-
-    rt = make_runtime(config)
-    if rt.metrics is not None and getattr(rt.registry, "metrics", False) is None:
-        rt.registry.metrics = rt.metrics  # type: ignore[attr-defined]  # Redis outages show in /metrics
-    hc = hypercorn_config(config, "127.0.0.1", 0)
-    hc.bind = [f"fd://{fd}"]
-    stop = trio.Event()
-
-    async def signals() -> None:
-        # Open for the whole life of the worker: a repeated signal (the parent
-        # forwarding what systemd also sent us) must not kill a draining worker.
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
-            async for signum in received:
-                log.info("server.signal", signal=signal.Signals(signum).name, repeated=stop.is_set())
-                stop.set()
-
-    async def heartbeat() -> None:
-        # From this loop: a wedged loop stops beating and the parent kills it.
+    async def heartbeat(stop: trio.Event) -> None:
+        # From the serving loop: a wedged loop stops beating and the parent kills it.
         async with trio.lowlevel.FdStream(heartbeat_fd) as beats:
             try:
-                await beats.send_all(b"R")
+                await beats.send_all(b"R")  # listening
                 while True:
                     await trio.sleep(HEARTBEAT_S)
                     await beats.send_all(b".")
@@ -361,26 +341,7 @@ async def serve_fd(config: Config, fd: int, heartbeat_fd: int) -> None:
                 log.warning("workers.parent_gone", action="draining")
                 stop.set()
 
-    async def trigger() -> None:
-        await stop.wait()
-        await drain(rt)
-
-    async def run_server(task_status: trio.TaskStatus[list[str]]) -> None:
-        await hypercorn_serve(create_app(rt), hc, shutdown_trigger=trigger, task_status=task_status)
-        nursery.cancel_scope.cancel(reason="drained")
-
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(signals)
-            binds = await nursery.start(run_server)
-            await nursery.start(lambda task_status: systemd.watch(rt, systemd.Notifier(None),
-                                                                  task_status=task_status))
-            nursery.start_soon(heartbeat)
-            log.info("server.listening", url=binds[0], provider=config.agent.provider,
-                     max_calls=config.server.max_calls)
-    finally:
-        with trio.move_on_after(config.state.timeout_s, shield=True):
-            await rt.registry.aclose()
+    await serve(config, fd=fd, beside=heartbeat)
 
 
 def _child(args: argparse.Namespace) -> int:
