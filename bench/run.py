@@ -74,8 +74,12 @@ def make_plan(quick: bool, sections: list[str], worker_cpu_pct: float = WORKER_C
                 [150, 200], [], 5, sections, worker_cpu_pct)
 
 
+#: The echo script's cycle (1.5 s tone, 2.5 s silence): calls started evenly over it answer evenly spread.
+ECHO_CYCLE_S = 4.0
+
+
 def ramp_for(n: int) -> float:
-    return min(4.0, max(0.5, n * 0.02))
+    return min(ECHO_CYCLE_S, max(0.5, n * 0.02))
 
 
 # ---------------------------------------------------------------- server kinds
@@ -121,8 +125,12 @@ def kinds() -> dict[str, Kind]:
 
 
 async def measure(kind_name: str, n: int, plan: Plan, script: str = "echo", barge_every_s: float = 0.0,
-                  kind: Kind | None = None, caps: cgroups.CpuGroups | None = None) -> dict[str, Any]:
-    """One server at ``n`` calls; with ``caps``, each of its worker processes first goes into its own group."""
+                  kind: Kind | None = None, caps: cgroups.CpuGroups | None = None,
+                  ramp_s: float | None = None) -> dict[str, Any]:
+    """One server at ``n`` calls; with ``caps``, each of its worker processes first goes into its own group.
+
+    Calls start spread over ``ramp_s`` (default :func:`ramp_for`).
+    """
     kind = kind or kinds()[kind_name]
     prefix = os.urandom(4).hex()
     extra: list[ServerProcess] = []
@@ -144,7 +152,7 @@ async def measure(kind_name: str, n: int, plan: Plan, script: str = "echo", barg
                 stats = caps.stats()
             aux = extra[0] if len(extra) > 1 else None
             d = await run_driver(srv.ws_url, n, pid=srv.pid, prefix=prefix, duration_s=plan.duration_s,
-                                 ramp_s=ramp_for(n), script=script, barge_every_s=barge_every_s,
+                                 ramp_s=ramp_for(n) if ramp_s is None else ramp_s, script=script, barge_every_s=barge_every_s,
                                  aux_pid=aux.pid if aux else 0)
             if caps is not None and "cgroups" in row_extra:
                 row_extra["cgroups"]["throttled_pct"] = _throttled_pct(stats, caps.stats())[:kind.workers]
@@ -345,7 +353,10 @@ async def workers_section(plan: Plan) -> dict[str, Any]:
     """``workers 1`` vs ``workers 2``, each worker process capped alike (see :mod:`bench.cgroups`).
 
     The caps keep the driver's share of a small VM free, so the ratio of the
-    two capacities is the scaling.  Without cgroups (not root, no cpu
+    two capacities is the scaling.  Calls start spread over one echo cycle
+    whatever N: with the N-proportional ramp, one worker at N got its replies
+    bunched twice as densely as each of two workers at 2N (a first run read a
+    flattering 3.0x from that).  Without cgroups (not root, no cpu
     controller, or ``--worker-cpu-pct 0``) it says so and runs the uncapped
     one process vs ``workers 2`` comparison instead, where the driver can starve.
     """
@@ -374,7 +385,7 @@ async def workers_section(plan: Plan) -> dict[str, Any]:
         if plan.workers_capped_ns:  # --quick: fixed N, interleaved
             for n in plan.workers_capped_ns:
                 for k in (one, two):
-                    rows.append(await measure(k, n, plan, caps=caps))
+                    rows.append(await measure(k, n, plan, caps=caps, ramp_s=ECHO_CYCLE_S))
         else:
             rows += await _climb(one, WORKERS_START, plan, caps)
             cap1 = report.capacity(rows, one)[0] or WORKERS_START
@@ -391,12 +402,12 @@ async def _climb(name: str, start: int, plan: Plan, caps: cgroups.CpuGroups) -> 
     rows: list[dict[str, Any]] = []
     misses, n = 0, start
     while misses < MAX_MISSES and len(rows) < WORKERS_MAX_POINTS:
-        rows.append(await measure(name, n, plan, caps=caps))
+        rows.append(await measure(name, n, plan, caps=caps, ramp_s=ECHO_CYCLE_S))
         misses = 0 if rows[-1]["holds"] else misses + 1
         n += WORKERS_STEP
     n = start - WORKERS_STEP
     while not any(r["holds"] for r in rows) and n > 0 and len(rows) < WORKERS_MAX_POINTS:
-        rows.append(await measure(name, n, plan, caps=caps))
+        rows.append(await measure(name, n, plan, caps=caps, ramp_s=ECHO_CYCLE_S))
         n -= WORKERS_STEP
     return rows
 
