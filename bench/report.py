@@ -95,7 +95,7 @@ def capacity_summary(rows: list[dict[str, Any]], servers: list[str], baseline: s
 def workers_table(rows: list[dict[str, Any]]) -> str:
     """The capped workers points: each worker's cap and throttling next to the capacity columns."""
     body = []
-    for r in rows:
+    for r in sorted(rows, key=lambda r: (r["server"], r["calls"])):
         d = r["driver"]
         cg = r.get("cgroups") or {}
         throttled = cg.get("throttled_pct") or []
