@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import AsyncIterator
 
 import pytest
@@ -11,7 +11,7 @@ import trio
 
 from fakes import SessionEvents, frames, silence, tone
 from fakes.openai_realtime import API_KEY, FakeRealtime
-from agent_support import connect_error, speak
+from agent_support import connect_error, connected, speak
 from twibridge.agents.base import (
     AgentDisconnected, AgentFailed, AudioOut, CallInfo, HangupRequest, ReplyDone, SpeechStarted, Transcript,
     TransferRequest,
@@ -28,21 +28,9 @@ def config(url: str, key: str = API_KEY) -> Config:
     return build_config({"agent": {"provider": "openai", "openai": {"api_key": key, "url": url}}})
 
 
-@asynccontextmanager
-async def session_for(fake: FakeRealtime, provider: OpenAIProvider | None = None,
-                      key: str = API_KEY) -> AsyncIterator[tuple[OpenAISession, SessionEvents]]:
-    """A connected session plus its drained events; closed (and its tasks gone) on exit."""
-    provider = provider or OpenAIProvider(config(fake.url, key))
-    async with trio.open_nursery() as nursery:  # stands in for the supervisor's per-connection nursery
-        session = await provider.connect(CALL, nursery)
-        events = SessionEvents(session)
-        nursery.start_soon(events.run)
-        try:
-            yield session, events
-        finally:
-            with trio.move_on_after(2, shield=True):
-                await session.aclose()
-            nursery.cancel_scope.cancel()
+def session_for(fake: FakeRealtime, provider: OpenAIProvider | None = None,
+                key: str = API_KEY) -> AbstractAsyncContextManager[tuple[OpenAISession, SessionEvents]]:
+    return connected(provider or OpenAIProvider(config(fake.url, key)), CALL)
 
 
 @asynccontextmanager

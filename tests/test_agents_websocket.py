@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Any, AsyncIterator
 
@@ -12,7 +12,7 @@ from wsproto.events import AcceptConnection, Request
 
 from fakes import SessionEvents, frames, silence, tone
 from fakes.ref_agent import RefAgent
-from agent_support import connect_error, speak
+from agent_support import connect_error, connected, speak
 from twibridge.agents.base import (
     AgentDisconnected, AgentFailed, AudioOut, CallInfo, HangupRequest, ReplyDone, SpeechStarted, Transcript,
     TransferRequest,
@@ -41,20 +41,9 @@ async def agent_server(**kwargs: Any) -> AsyncIterator[RefAgent]:
         nursery.cancel_scope.cancel()
 
 
-@asynccontextmanager
-async def session_for(url: str, provider: WebsocketProvider | None = None
-                      ) -> AsyncIterator[tuple[WebsocketSession, SessionEvents]]:
-    provider = provider or WebsocketProvider(config(url))
-    async with trio.open_nursery() as nursery:
-        session = await provider.connect(CALL, nursery)
-        events = SessionEvents(session)
-        nursery.start_soon(events.run)
-        try:
-            yield session, events
-        finally:
-            with trio.move_on_after(2, shield=True):
-                await session.aclose()
-            nursery.cancel_scope.cancel()
+def session_for(url: str, provider: WebsocketProvider | None = None
+                ) -> AbstractAsyncContextManager[tuple[WebsocketSession, SessionEvents]]:
+    return connected(provider or WebsocketProvider(config(url)), CALL)
 
 
 
