@@ -41,15 +41,18 @@ class QuietWebsocketConnection(TrioASGIWebsocketConnection):
 
     Quart fires ``websocket_received`` / ``websocket_sent`` for every message
     (50 a second each way, per call); here they fire only when something is
-    connected to them.
+    connected to them.  An empty binary frame reaches the handler as ``b""``
+    (quart-trio's ``bytes or text`` made it ``None``).
 
     The relay task that moves each message from Hypercorn's channel to the
     handler's stays, on purpose.  Reading Hypercorn's channel directly from
-    the handler was measured (3-6 % less CPU), but it lets a handler finish
-    while Hypercorn's read task is still answering the client's close frame:
-    Hypercorn 0.18 then shuts the socket down (``send_eof``, outside its send
-    lock) while that task sends, and the ``BusyResourceError`` ends the whole
-    server, not one call (``tests/test_fuzz.py`` hit it 4 runs in 6).
+    the handler was measured (~8 % less CPU per call), but it lets a handler
+    finish while Hypercorn's read task is still answering the client's close
+    frame.  Hypercorn 0.18 then shuts the socket down (``send_eof``, outside
+    its send lock) while that task sends: unguarded, the ``BusyResourceError``
+    ends the whole server (``tests/test_fuzz.py`` hit it 4 runs in 6); with
+    :mod:`twibridge.hypercorn_fix` the client's close frame goes unanswered.
+    With the relay the race stays out of reach (the guard remains the net).
     """
 
     async def handle_messages(self, nursery: trio.Nursery, receive: ASGIReceiveCallable) -> None:  # type: ignore[override]
