@@ -8,16 +8,13 @@ client that disconnects cancels the handler (nothing left running).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 from quart import websocket
 from quart.signals import websocket_received
 from quart_trio import QuartTrio
+from fakes.twilio_rest import serve_asgi
 from rawws import BINARY, TEXT, TrioClient, encode_frame
 
 from twibridge.asgi import QuietWebsocketConnection, MediaWebsocket
@@ -56,25 +53,10 @@ def make_app(probe: Probe, expect: int, accept: bool = True) -> QuartTrio:
     return app
 
 
-@asynccontextmanager
-async def serving(app: QuartTrio) -> AsyncIterator[str]:
-    hc = HypercornConfig()
-    hc.bind = ["127.0.0.1:0"]
-    hc.accesslog = hc.errorlog = None
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(lambda task_status: hypercorn_serve(app, hc, shutdown_trigger=stop.wait,
-                                                                       task_status=task_status))
-        try:
-            yield binds[0]
-        finally:
-            stop.set()
-
-
 async def test_messages_arrive_unchanged_and_in_order() -> None:
     probe = Probe()
     sent: list[str | bytes] = ["hello", b"\x00\x01\xff", b"", "é" * 3]
-    async with serving(make_app(probe, len(sent))) as url:
+    async with serve_asgi(make_app(probe, len(sent))) as url:
         client = await TrioClient.connect(url)
         try:
             for m in sent:
@@ -89,7 +71,7 @@ async def test_messages_arrive_unchanged_and_in_order() -> None:
 
 async def test_first_send_accepts_implicitly_like_quart() -> None:
     probe = Probe()
-    async with serving(make_app(probe, 1, accept=False)) as url:
+    async with serve_asgi(make_app(probe, 1, accept=False)) as url:
         client = await TrioClient.connect(url)  # returns once the upgrade was answered: accepted
         try:
             frames: list[tuple[int, bytes]] = []
@@ -114,7 +96,7 @@ async def test_websocket_received_signal_still_fires() -> None:
 
     websocket_received.connect(listener)
     try:
-        async with serving(make_app(probe, 2)) as url:
+        async with serve_asgi(make_app(probe, 2)) as url:
             client = await TrioClient.connect(url)
             try:
                 await client.text("one")
@@ -131,7 +113,7 @@ async def test_websocket_received_signal_still_fires() -> None:
 async def test_a_disconnect_cancels_the_handler() -> None:
     for reset in (False, True):  # close frame-less FIN, then RST
         probe = Probe()
-        async with serving(make_app(probe, 1)) as url:
+        async with serve_asgi(make_app(probe, 1)) as url:
             client = await TrioClient.connect(url)
             await client.text("x")
             with trio.fail_after(5):
@@ -144,7 +126,7 @@ async def test_a_disconnect_cancels_the_handler() -> None:
 
 async def test_a_close_frame_cancels_the_handler() -> None:
     probe = Probe()
-    async with serving(make_app(probe, 1)) as url:
+    async with serve_asgi(make_app(probe, 1)) as url:
         client = await TrioClient.connect(url)
         try:
             await client.text("x")

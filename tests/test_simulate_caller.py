@@ -15,9 +15,9 @@ from urllib.parse import parse_qsl
 
 import pytest
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 from twilio.request_validator import RequestValidator
+
+from fakes.twilio_rest import lifespan, read_body, serve_asgi
 
 from twibridge.simulate.caller import CallOptions, Outcome, simulate_call
 from twibridge.simulate.report import REPORT_KEYS, build_report
@@ -89,22 +89,14 @@ class FakeBridge:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (msg := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await lifespan(receive, send)
         elif scope["type"] == "http":
             await self._http(scope, receive, send)
         elif scope["type"] == "websocket":
             await self._websocket(scope, receive, send)
 
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
-        form = dict(parse_qsl(body.decode()))
+        form = dict(parse_qsl((await read_body(receive)).decode()))
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         if scope["path"] == "/voice":
             self.forms.append(form)
@@ -134,19 +126,9 @@ class FakeBridge:
 
 @asynccontextmanager
 async def serving(bridge: FakeBridge) -> AsyncIterator[str]:
-    hc = HypercornConfig()
-    hc.bind = ["127.0.0.1:0"]
-    hc.accesslog = hc.errorlog = None
-    hc.graceful_timeout = 0.5
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            lambda task_status: hypercorn_serve(bridge, hc, shutdown_trigger=stop.wait, task_status=task_status))
-        bridge.url = binds[0]
-        try:
-            yield bridge.url
-        finally:
-            stop.set()
+    async with serve_asgi(bridge) as url:
+        bridge.url = url
+        yield url
 
 
 def audio(ms: int) -> bytes:

@@ -62,6 +62,14 @@ async def serve_asgi(app: Asgi) -> AsyncIterator[str]:
             stop.set()
 
 
+async def lifespan(receive: Callable[[], Awaitable[dict[str, Any]]],
+                   send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    """Answer an ASGI lifespan scope: startup complete, then shutdown complete."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
 async def read_body(receive: Callable[[], Awaitable[dict[str, Any]]]) -> bytes:
     body = b""
     while True:
@@ -174,10 +182,7 @@ class FakeTwilioRest:
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+            return await lifespan(receive, send)
         if scope["type"] != "http":
             return
         body = await read_body(receive)

@@ -30,7 +30,7 @@ from typing import Any, AsyncIterator
 import trio
 
 from fakes import EnergyVad, Recorder
-from fakes.twilio_rest import read_body, respond, serve_asgi
+from fakes.twilio_rest import lifespan, read_body, respond, serve_asgi
 
 API_KEY = "vapi-private-key-0123456789abcdef"
 ASSISTANT_ID = "0b5e5b2a-aaaa-4bbb-8ccc-0123456789ab"
@@ -226,9 +226,7 @@ class FakeVapi:
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await lifespan(receive, send)
         elif scope["type"] == "http":
             await self._http(scope, receive, send)
         elif scope["type"] == "websocket":
