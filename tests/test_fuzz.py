@@ -75,7 +75,7 @@ json_values = st.recursive(
     max_leaves=8,
 )
 #: Giant strings stay under ``[server] max_message_bytes`` (65 536) even three to a message:
-#: a bigger message hangs the connection (hypercorn), pinned by test_oversized_message_ends_the_call.
+#: bigger messages are pinned by the two test_*message*_ends_the_call_at_once tests below.
 giant = st.integers(1_000, 20_000).map(lambda n: "x" * n)
 
 
@@ -403,3 +403,37 @@ async def test_oversized_message_ends_the_call_at_once(captured_logs) -> None:
     assert ending.eof and ending.server_code in (1000, 1008, 1009)
     (ended,) = captured_logs.events("call.ended")
     assert "too large" in ended["reason"] or "too big" in ended["reason"]
+
+
+async def test_message_over_the_websocket_layers_limit_ends_the_call_at_once(captured_logs) -> None:
+    """Above twice ``max_message_bytes`` Hypercorn itself refuses the message (1009).
+
+    The peer here never answers that close frame, so only the server can end
+    the connection: before the guard in ``hypercorn_fix`` the call stayed live
+    (counting against ``max_calls``) until its idle timeout.
+    """
+    from rawws import TrioClient
+    from support import bridge
+
+    async with bridge() as (url, rt):
+        client = await TrioClient.connect(url)
+        try:
+            await client.text('{"event": "connected", "protocol": "Call", "version": "1.0.0"}')
+            await client.text(json.dumps(valid_events()[1]).replace(CALL, sid("CA", 1)).replace(STREAM, sid("MZ", 1)))
+            with trio.fail_after(5):
+                while not rt.calls:
+                    await rt.calls_changed.wait()
+            limit = 2 * rt.config.server.max_message_bytes
+            await client.text(json.dumps({"event": "media", "streamSid": "x" * (limit + 1000)}))
+            client.closed_sent = True  # a peer that never answers the server's close frame
+            with trio.fail_after(5):  # a fixed server answers in milliseconds; the idle timeout is 65 s
+                ending = await client.read_until_closed()
+                while rt.calls:
+                    await rt.calls_changed.wait()
+        finally:
+            await client.aclose()
+    assert ending.server_code == 1009 and ending.eof
+    (ended,) = captured_logs.events("call.ended")
+    assert ended["outcome"] == "protocol-error" and "too large" in ended["reason"]
+    assert captured_logs.events("call.bad_peer_data")
+    assert captured_logs.events("call.internal_error") == []

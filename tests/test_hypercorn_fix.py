@@ -1,5 +1,8 @@
 """twibridge.hypercorn_fix: a write that races another task's use of the socket's send side.
 
+(The other guard, for messages above Hypercorn's size limit, is tested end to
+end in ``test_fuzz.py``.)
+
 Hypercorn's own ``TCPServer.protocol_send`` runs against a real loopback
 socket.  Another task holds the stream's send side outside Hypercorn's send
 lock (as ``send_eof`` does in ``TCPServer._close``): here a large
@@ -16,6 +19,7 @@ import pytest
 import trio
 import trio.testing
 from hypercorn.events import Closed, Event, RawData
+from hypercorn.protocol.ws_stream import WSStream
 from hypercorn.trio.tcp_server import TCPServer
 
 from twibridge import hypercorn_fix
@@ -62,7 +66,8 @@ async def test_unguarded_the_race_raises_out_of_hypercorn() -> None:
 async def test_guarded_the_losing_write_closes_the_connection() -> None:
     hypercorn_fix.install()
     hypercorn_fix.install()  # idempotent: wrapped once
-    assert not getattr(TCPServer.protocol_send.__wrapped__, "_twibridge_close_race_guard", False)  # type: ignore[attr-defined]
+    assert not getattr(TCPServer.protocol_send.__wrapped__, "_twibridge_guard", False)  # type: ignore[attr-defined]
+    assert not getattr(WSStream._send_wsproto_event.__wrapped__, "_twibridge_guard", False)  # type: ignore[attr-defined]
     async with send_side_busy() as conn:
         await TCPServer.protocol_send(conn, RawData(data=b"\x88\x02\x03\xe8"))  # type: ignore[arg-type]
     assert [type(e) for e in conn.handled] == [Closed]

@@ -19,6 +19,11 @@ from quart_trio.asgi import TrioASGIHTTPConnection, TrioASGIWebsocketConnection
 from quart_trio.wrappers import TrioWebsocket
 from werkzeug.datastructures import Headers
 
+from twibridge.twilio.protocol import RemoteProtocolError
+
+#: Hypercorn's close code for a message above its ``websocket_max_message_size``.
+MESSAGE_TOO_BIG = 1009
+
 
 class ClosingHTTPConnection(TrioASGIHTTPConnection):
     """quart-trio cancels the request nursery inside hypercorn's final send,
@@ -42,7 +47,10 @@ class QuietWebsocketConnection(TrioASGIWebsocketConnection):
     Quart fires ``websocket_received`` / ``websocket_sent`` for every message
     (50 a second each way, per call); here they fire only when something is
     connected to them.  An empty binary frame reaches the handler as ``b""``
-    (quart-trio's ``bytes or text`` made it ``None``).
+    (quart-trio's ``bytes or text`` made it ``None``).  A message Hypercorn
+    refused as too big (close 1009) reaches the handler as a
+    :class:`RemoteProtocolError` from ``receive()``, so the call ends as a
+    protocol error instead of being cancelled like a hang-up.
 
     The relay task that moves each message from Hypercorn's channel to the
     handler's stays, on purpose.  Reading Hypercorn's channel directly from
@@ -65,6 +73,13 @@ class QuietWebsocketConnection(TrioASGIWebsocketConnection):
                     await websocket_received.send_async(message, _sync_wrapper=self.app.ensure_async)  # type: ignore[arg-type]
                 await self.send_channel.send(message)
             elif event["type"] == "websocket.disconnect":
+                if event.get("code") == MESSAGE_TOO_BIG:
+                    # Refused by the WebSocket layer: the handler ends the call
+                    # as for any message over the cap (its end cancels us).
+                    error = RemoteProtocolError("message too large (refused by the WebSocket layer, "
+                                                "above twice [server] max_message_bytes)")
+                    await self.send_channel.send(error)  # type: ignore[arg-type]
+                    return
                 break
         nursery.cancel_scope.cancel(reason="websocket disconnected")
 
@@ -97,7 +112,9 @@ class MediaWebsocket(TrioWebsocket):
     async def receive(self) -> str | bytes:
         if not self._is_accepted:
             await self.accept()
-        data: str | bytes = await self._receive()
+        data: str | bytes | RemoteProtocolError = await self._receive()
+        if isinstance(data, RemoteProtocolError):  # see QuietWebsocketConnection.handle_messages
+            raise data
         return data
 
     async def send(self, data: str | bytes) -> None:
