@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
+import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Mapping
 
@@ -22,11 +23,18 @@ from twibridge.runtime import Runtime
 from twibridge.server import make_runtime, running_server
 from twibridge.twilio import emulation as emu
 from twibridge.twilio import protocol as tw
+from twibridge.twilio import stream_token
 from twibridge.twilio.signature import SignatureChecker
 from twibridge.wsclient import connect_ws
 
 TOKEN = "test-auth-token-0123456789abcdef"
 ACCOUNT_SID = "AC" + "0" * 32
+
+
+def stream_params(call_sid: str, params: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``customParameters`` as Twilio sends them after our ``/voice``: with the call's stream token."""
+    return {**(params if params is not None else {"CallSid": call_sid}),
+            stream_token.PARAMETER: stream_token.issue(TOKEN, call_sid, time.time())}
 
 
 def make_config(**sections: Mapping[str, Any]) -> Config:
@@ -96,10 +104,11 @@ class Leg:
         self.seq += 1
         return self.seq
 
-    async def start(self, params: Mapping[str, str] | None = None) -> None:
+    async def start(self, params: Mapping[str, str] | None = None, *, token: bool = True) -> None:
+        """``connected`` and ``start``; ``token=False`` leaves out the stream token ``/voice`` mints."""
         await self.ws.send_message(emu.build_connected())
-        await self.ws.send_message(emu.build_start(self._next(), self.stream_sid, ACCOUNT_SID, self.call_sid,
-                                                  params or {"CallSid": self.call_sid}))
+        custom = stream_params(self.call_sid, params) if token else dict(params or {"CallSid": self.call_sid})
+        await self.ws.send_message(emu.build_start(self._next(), self.stream_sid, ACCOUNT_SID, self.call_sid, custom))
 
     async def media(self, frame: bytes) -> None:
         self.chunk += 1

@@ -22,6 +22,7 @@ import itertools
 import json
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -33,11 +34,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rawws import BINARY, TEXT, SyncClient, encode_frame
-from support import ACCOUNT_SID, Leg, frames, make_config, media_socket, sid, silence, tone
+from support import ACCOUNT_SID, TOKEN, Leg, frames, make_config, media_socket, sid, silence, tone
 from twibridge.audio.g711 import ulaw_dbfs, ulaw_to_pcm16
 from twibridge.config import Config
 from twibridge.server import make_runtime, running_server
 from twibridge.runtime import Runtime
+from twibridge.twilio import stream_token
 
 #: Close codes a hostile connection may see: normal, protocol error (wsproto),
 #: not UTF-8, policy (our RemoteProtocolError), too big; None: hypercorn drops the
@@ -49,7 +51,7 @@ long_variant = pytest.mark.skipif("'slow' not in config.getoption('markexpr')",
 
 # ----------------------------------------------------------------- strategies
 
-CALL, STREAM = "$CALL", "$STREAM"  # replaced per connection
+CALL, STREAM, STREAM_TOKEN = "$CALL", "$STREAM", "$TOKEN"  # replaced per connection: see fill()
 PAYLOAD = base64.b64encode(bytes(range(160))).decode()
 
 
@@ -58,7 +60,7 @@ def valid_events() -> list[dict[str, Any]]:
         {"event": "connected", "protocol": "Call", "version": "1.0.0"},
         {"event": "start", "sequenceNumber": "1", "streamSid": STREAM,
          "start": {"accountSid": ACCOUNT_SID, "streamSid": STREAM, "callSid": CALL, "tracks": ["inbound"],
-                   "customParameters": {"CallSid": CALL},
+                   "customParameters": {"CallSid": CALL, stream_token.PARAMETER: STREAM_TOKEN},
                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}},
         {"event": "media", "sequenceNumber": "2", "streamSid": STREAM,
          "media": {"track": "inbound", "chunk": "1", "timestamp": "0", "payload": PAYLOAD}},
@@ -276,14 +278,20 @@ class Tally:
 _sids = itertools.count(1)
 
 
+def fill(raw: bytes, call_sid: str, stream_sid: str) -> bytes:
+    """This connection's SIDs, and the stream token ``/voice`` would have minted, in place of the placeholders."""
+    token = stream_token.issue(TOKEN, call_sid, time.time())
+    return (raw.replace(CALL.encode(), call_sid.encode()).replace(STREAM.encode(), stream_sid.encode())
+            .replace(STREAM_TOKEN.encode(), token.encode()))
+
+
 def encode(wire: Wire, call_sid: str, stream_sid: str) -> list[bytes]:
     """The frames for one element, with this connection's SIDs in place of the placeholders."""
     kind, data = wire.kind, wire.data
     if kind == "binary":
         assert isinstance(data, bytes)
         return [encode_frame(BINARY, data)]
-    raw = data if isinstance(data, bytes) else data.encode()
-    raw = raw.replace(CALL.encode(), call_sid.encode()).replace(STREAM.encode(), stream_sid.encode())
+    raw = fill(data if isinstance(data, bytes) else data.encode(), call_sid, stream_sid)
     if kind == "fragmented" and len(raw) > 1:
         cut = len(raw) // 2
         return [encode_frame(TEXT, raw[:cut], fin=False), encode_frame(0x0, raw[cut:])]
@@ -389,7 +397,7 @@ async def test_oversized_message_ends_the_call_at_once(captured_logs) -> None:
         client = await TrioClient.connect(url)
         try:
             await client.text('{"event": "connected", "protocol": "Call", "version": "1.0.0"}')
-            await client.text(json.dumps(valid_events()[1]).replace(CALL, sid("CA", 1)).replace(STREAM, sid("MZ", 1)))
+            await client.send(encode_frame(TEXT, fill(json.dumps(valid_events()[1]).encode(), sid("CA", 1), sid("MZ", 1))))
             await client.text(json.dumps({"event": "media", "streamSid": "x" * 70_000}))
             with trio.move_on_after(2):  # a fixed server answers in milliseconds
                 ending = await client.close()
@@ -419,7 +427,7 @@ async def test_message_over_the_websocket_layers_limit_ends_the_call_at_once(cap
         client = await TrioClient.connect(url)
         try:
             await client.text('{"event": "connected", "protocol": "Call", "version": "1.0.0"}')
-            await client.text(json.dumps(valid_events()[1]).replace(CALL, sid("CA", 1)).replace(STREAM, sid("MZ", 1)))
+            await client.send(encode_frame(TEXT, fill(json.dumps(valid_events()[1]).encode(), sid("CA", 1), sid("MZ", 1))))
             with trio.fail_after(5):
                 while not rt.calls:
                     await rt.calls_changed.wait()

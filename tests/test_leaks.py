@@ -20,7 +20,7 @@ import trio
 
 from faulty_agents import ModalProvider
 from rawws import TrioClient
-from support import ACCOUNT_SID, bridge, make_config, sid, tone
+from support import ACCOUNT_SID, bridge, make_config, sid, stream_params, tone
 from twibridge.runtime import Runtime
 from twibridge.server import make_runtime
 from twibridge.twilio import emulation as emu
@@ -57,7 +57,7 @@ async def one_call(url: str, n: int, kind: str) -> int | None:
     client = await TrioClient.connect(url)
     try:
         await client.text(emu.build_connected())
-        await client.text(emu.build_start(1, stream_sid, ACCOUNT_SID, sid("CA", n), {"mode": mode}))
+        await client.text(emu.build_start(1, stream_sid, ACCOUNT_SID, sid("CA", n), stream_params(sid("CA", n), {"mode": mode})))
         if kind != "idle":
             for i, frame in enumerate(FRAMES):
                 await client.text(emu.build_inbound_media(i + 2, stream_sid, i + 1, i * 20, frame))

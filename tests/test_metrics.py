@@ -13,7 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from faulty_agents import ModalProvider
 from rawws import TrioClient
-from support import Leg, bridge, frames, make_config, media_socket, post_signed, sid, silence, tone
+from support import (
+    Leg, bridge, frames, make_config, media_socket, post_signed, sid, silence, stream_params, tone,
+)
 from twibridge import systemd
 from twibridge.server import make_runtime
 from twibridge.twilio import emulation as emu
@@ -88,7 +90,7 @@ async def test_counters_move_with_real_calls(monkeypatch, captured_logs) -> None
 
             # caller drop (no close frame), protocol error, agent failure, reconnect
             client = await TrioClient.connect(url)
-            await client.text(emu.build_start(1, sid("MZ", 3), VOICE["AccountSid"], sid("CA", 3), {}))
+            await client.text(emu.build_start(1, sid("MZ", 3), VOICE["AccountSid"], sid("CA", 3), stream_params(sid("CA", 3), {})))
             await wait_calls(rt, 1)
             await client.abort()
             await wait_calls(rt, 0)

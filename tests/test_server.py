@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -14,6 +15,7 @@ from support import (
 )
 from twibridge.twilio import emulation as emu
 from twibridge.twilio import protocol as tw
+from twibridge.twilio import stream_token
 
 VOICE_FORM = {"CallSid": sid("CA", 7), "AccountSid": "AC" + "0" * 32, "From": "+15005550006",
               "To": "+15005550001", "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}
@@ -35,7 +37,9 @@ async def test_signed_webhook_answers_connect_stream_then_hangup() -> None:
     assert stream.get("url") == f"ws://{host}/media-stream"  # no query string, ever
     assert stream.get("statusCallback") == f"{url}/stream-status"
     params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+    token = params.pop(stream_token.PARAMETER)
     assert params == {"CallSid": VOICE_FORM["CallSid"], "From": "+15005550006", "To": "+15005550001"}
+    stream_token.check(TOKEN, token, VOICE_FORM["CallSid"], time.time(), 60)  # minted for this call, now
 
 
 async def test_public_url_builds_wss_stream_and_is_what_is_signed() -> None:

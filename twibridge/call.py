@@ -24,6 +24,7 @@ shield; every cancel carries a reason that the logs repeat.
 from __future__ import annotations
 
 import statistics
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -44,6 +45,7 @@ from twibridge.registry import CallRecord
 from twibridge.runtime import Runtime
 from twibridge.speaker import Speaker
 from twibridge.twilio import protocol as tw
+from twibridge.twilio import stream_token
 from twibridge.vad import SpeechEnded, TurnDetector
 from twibridge.vad import SpeechStarted as VadSpeechStarted
 
@@ -113,6 +115,7 @@ class Call:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._reader)
                     start = await self._await_start()
+                    self._authorize(start)
                     registered = await self._register(start)
                     nursery.start_soon(self._watchdogs)
                     nursery.start_soon(self._idle_watch)
@@ -163,10 +166,24 @@ class Call:
         self.control = CallControl(self.cfg, start.call_sid, start.account_sid)
         p = start.custom_parameters
         self.info = CallInfo(call_sid=start.call_sid, stream_sid=start.stream_sid, account_sid=start.account_sid,
-                             from_number=p.get("From", ""), to_number=p.get("To", ""), params=dict(p))
+                             from_number=p.get("From", ""), to_number=p.get("To", ""),
+                             params={k: v for k, v in p.items() if k != stream_token.PARAMETER})
         # Created now so caller audio buffers (bounded) while it connects.
         self.agent = AgentSupervisor(self.rt.provider(), self.info, self.cfg.agent, self._agent_event)
         self._last_media = trio.current_time()
+
+    def _authorize(self, start: tw.Start) -> None:
+        """Refuse a stream without the token its ``/voice`` minted (before any agent connects)."""
+        tcfg = self.cfg.twilio
+        if not (tcfg.validate_signatures and tcfg.require_stream_token):
+            return
+        try:
+            stream_token.check(tcfg.auth_token.get_secret_value(), start.custom_parameters.get(stream_token.PARAMETER),
+                               start.call_sid, time.time(), tcfg.stream_token_ttl_s)
+        except stream_token.InvalidStreamToken as e:
+            self._set_outcome("refused-unsigned", str(e), CLOSE_POLICY)
+            log.warning("ws.bad_stream_token", reason=str(e), call_sid=start.call_sid, remote=self.remote)
+            raise _Ended from None
 
     async def _register(self, start: tw.Start) -> bool:
         assert self.info is not None
@@ -209,8 +226,8 @@ class Call:
                 self.rt.metrics.call_ended(summary, self.speaker.stats.reply_latency_ms,
                                            self.speaker.stats.clear_latency_ms)
             log.info("call.ended", **summary)
-        elif self.outcome == "refused-duplicate" and self.rt.metrics is not None:
-            self.rt.metrics.refused("duplicate")
+        elif self.outcome in ("refused-duplicate", "refused-unsigned") and self.rt.metrics is not None:
+            self.rt.metrics.refused(self.outcome.removeprefix("refused-"))
         structlog.contextvars.unbind_contextvars("call_sid", "stream_sid")
 
     @property

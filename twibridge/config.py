@@ -53,6 +53,10 @@ class TwilioConfig(_Section):
     account_sid: str = ""
     auth_token: SecretStr = SecretStr("")
     validate_signatures: bool = True
+    # Streams must carry the per-call token /voice puts in the TwiML (only
+    # while validate_signatures is on): see twibridge/twilio/stream_token.py.
+    require_stream_token: bool = True
+    stream_token_ttl_s: float = Field(60.0, gt=0, le=3600)
     api_base_url: str = "https://api.twilio.com"
     rest_timeout_s: float = Field(10.0, gt=0, le=120)
     from_number: str = ""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -37,6 +38,7 @@ from twibridge.call import Call
 from twibridge.config import Config
 from twibridge.logs import get_logger
 from twibridge.runtime import Runtime
+from twibridge.twilio import stream_token
 from twibridge.twilio.signature import SignatureChecker, public_base, signed_url, to_ws
 from twibridge.twilio.twiml import busy, connect_stream
 
@@ -50,7 +52,8 @@ def create_app(rt: Runtime) -> QuartTrio:
     app.asgi_http_class = ClosingHTTPConnection
     app.asgi_websocket_class = QuietWebsocketConnection
     app.websocket_class = MediaWebsocket
-    checker = SignatureChecker(cfg.twilio.auth_token.get_secret_value())
+    secret = cfg.twilio.auth_token.get_secret_value()
+    checker = SignatureChecker(secret)
     validate = cfg.twilio.validate_signatures
 
     def remote_addr() -> str:
@@ -87,6 +90,8 @@ def create_app(rt: Runtime) -> QuartTrio:
             return twiml(busy(cfg.fallback.say, cfg.fallback.dial))
         base = public_base(cfg.server.public_url, request.scheme, request.host)
         params: dict[str, str] = {k: str(form[k]) for k in ("CallSid", "From", "To") if k in form}
+        if validate and cfg.twilio.require_stream_token:
+            params[stream_token.PARAMETER] = stream_token.issue(secret, call_sid, time.time())
         log.info("voice.answered", call_sid=call_sid, from_number=form.get("From", ""))
         return twiml(connect_stream(to_ws(base) + "/media-stream", base + "/stream-status", params))
 

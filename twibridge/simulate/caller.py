@@ -42,6 +42,7 @@ from twibridge.simulate.record import CallOptions, CallResult, Outcome
 from twibridge.simulate.twiml import StreamVerb, TwimlError, TwimlPlan, new_sid, parse_twiml, sign, voice_params
 from twibridge.twilio import emulation as emu
 from twibridge.twilio import protocol as p
+from twibridge.twilio import stream_token
 
 __all__ = ["CallOptions", "CallResult", "Outcome", "simulate_call"]
 
@@ -192,7 +193,9 @@ class _Call:
         await self.send(lambda seq: emu.build_connected(), numbered=False)  # no sequenceNumber
         self.events.add(0.0, "to_server", "connected")
         await self.send(lambda seq: emu.build_start(seq, sid, r.account_sid, r.call_sid, custom_parameters))
-        self.events.add(0.0, "to_server", "start", stream_sid=sid, custom_parameters=custom_parameters)
+        # The stream token /voice minted is a credential (briefly): not in the report.
+        shown = {k: "(redacted)" if k == stream_token.PARAMETER else v for k, v in custom_parameters.items()}
+        self.events.add(0.0, "to_server", "start", stream_sid=sid, custom_parameters=shown)
         frames = math.ceil(len(r.caller_ulaw) / p.FRAME_BYTES)
         total_ms = frames * p.FRAME_MS
         # One schedule of (audio ms, order, what): frame n leaves once its 20 ms
