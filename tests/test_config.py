@@ -34,6 +34,7 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
     ("data", "line"),
     [
         ({"server": {"port": "abc"}}, "server.port: expected an integer 1-65535, got 'abc'"),
+        ({"twilio": {"stream_token_ttl_s": 0}}, "twilio.stream_token_ttl_s: expected a number > 0 and <= 3600, got 0"),
         ({"server": {"prot": 80}}, "server.prot: unknown key"),
         ({"sever": {}}, "sever: unknown key"),
         ({"agent": {"provider": "nope"}}, "agent.provider: expected 'echo', 'vapi', 'openai' or 'websocket', got 'nope'"),

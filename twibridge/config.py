@@ -292,18 +292,24 @@ def _field_for(model: type[BaseModel], loc: tuple[Any, ...]) -> Any:
 
 
 def _bounds(info: Any) -> str:
+    """The field's range as users read it: " 1-65535" when both ends are allowed."""
     lo = hi = None
+    lo_op, hi_op = ">=", "<="
     for m in getattr(info, "metadata", []):
-        lo = getattr(m, "ge", None) if getattr(m, "ge", None) is not None else lo
-        lo = getattr(m, "gt", None) if getattr(m, "gt", None) is not None else lo
-        hi = getattr(m, "le", None) if getattr(m, "le", None) is not None else hi
-        hi = getattr(m, "lt", None) if getattr(m, "lt", None) is not None else hi
+        if getattr(m, "ge", None) is not None:
+            lo, lo_op = m.ge, ">="
+        if getattr(m, "gt", None) is not None:
+            lo, lo_op = m.gt, ">"
+        if getattr(m, "le", None) is not None:
+            hi, hi_op = m.le, "<="
+        if getattr(m, "lt", None) is not None:
+            hi, hi_op = m.lt, "<"
     if lo is not None and hi is not None:
-        return f" {lo}-{hi}"
+        return f" {lo}-{hi}" if (lo_op, hi_op) == (">=", "<=") else f" {lo_op} {lo} and {hi_op} {hi}"
     if lo is not None:
-        return f" >= {lo}"
+        return f" {lo_op} {lo}"
     if hi is not None:
-        return f" <= {hi}"
+        return f" {hi_op} {hi}"
     return ""
 
 
