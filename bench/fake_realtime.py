@@ -90,7 +90,11 @@ class Conn:
                     self.appends += 1
                     Conn.total_appends += 1
                     audio = _audio_of(raw)
-                    if audio is not None:
+                    if audio is not None and len(audio) > len(SILENCE_B64):  # several 20 ms frames in one append
+                        pcm = base64.b64decode(audio)
+                        for i in range(0, len(pcm), 160):
+                            await self.on_audio(base64.b64encode(pcm[i:i + 160]).decode(), nursery)
+                    elif audio is not None:
                         await self.on_audio(audio, nursery)
                     continue
                 event = json.loads(raw)

@@ -81,6 +81,21 @@ async def test_audio_flows_both_ways() -> None:
     assert fake.errors_sent == []
 
 
+async def test_batched_frames_are_one_append_and_mean_the_same_audio() -> None:
+    """What the supervisor sends when frames waited (``audio_batch_frames``): one longer append."""
+    batch = OpenAISession.audio_batch_frames
+    chunks = [b"".join(frames(UTTERANCE)[i:i + batch]) for i in range(0, len(frames(UTTERANCE)), batch)]
+    with trio.fail_after(10):
+        async with fake_server(reply_ms=800) as fake, session_for(fake) as (session, events):
+            for chunk in chunks:
+                await session.send_audio(chunk)
+            await events.wait_for(lambda: events.of(ReplyDone))
+    assert batch > 1 and len(fake.of_type("input_audio_buffer.append")) == len(chunks)
+    assert events.of(SpeechStarted) == [SpeechStarted(0)]
+    assert b"".join(a.ulaw for a in events.of(AudioOut)) == tone(800)
+    assert fake.errors_sent == []
+
+
 async def test_barge_in_cancels_and_truncates_at_the_heard_position() -> None:
     with trio.fail_after(10):
         async with fake_server(reply_ms=3000, pace_s=0.02) as fake, session_for(fake) as (session, events):

@@ -104,10 +104,19 @@ class AgentFailed(Exception):
 
 
 class AgentSession(Protocol):
-    """One live provider connection for one call."""
+    """One live provider connection for one call.
+
+    A session may set ``audio_batch_frames`` (an int, default 1): then, when
+    the supervisor finds several caller frames waiting (it fell behind, e.g.
+    under load), it joins up to that many into one :meth:`send_audio` call.
+    Nothing waits to fill a batch, so no latency is added; a provider whose
+    messages take any length of audio (OpenAI's appends) saves messages, and
+    CPU, exactly when the process is busiest.
+    """
 
     async def send_audio(self, ulaw: bytes) -> None:
-        """Caller audio: 20 ms of μ-law 8 kHz, in order, gaps filled."""
+        """Caller audio: μ-law 8 kHz, in order, gaps filled; 20 ms, or whole
+        20 ms frames up to ``audio_batch_frames`` of them."""
 
     async def send_dtmf(self, digit: str) -> None:
         """A key the caller pressed (ignored by providers without DTMF)."""

@@ -45,6 +45,9 @@ def realtime_url(base: str, model: str) -> str:
 class OpenAISession:
     """One Realtime connection for one call."""
 
+    #: An append takes any length of audio: when frames are waiting, send up to 200 ms in one.
+    audio_batch_frames = 10
+
     def __init__(self, sock: AgentSocket, proto: RealtimeConnection, history: deque[Transcript]) -> None:
         self.sock = sock
         self.proto = proto

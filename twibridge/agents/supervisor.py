@@ -153,16 +153,18 @@ class AgentSupervisor:
                 nursery.cancel_scope.cancel(reason="agent connection over")
 
     async def _audio_pump(self, session: AgentSession) -> None:
+        batch: int = getattr(session, "audio_batch_frames", 1)  # see AgentSession
+        audio = self._audio
         while True:
-            if not self._audio:
+            if not audio:
                 self._audio_ready = trio.Event()
                 await self._audio_ready.wait()
                 continue
-            frame = self._audio.popleft()
+            frames = [audio.popleft() for _ in range(min(len(audio), batch))]
             try:
-                await session.send_audio(frame)
+                await session.send_audio(frames[0] if len(frames) == 1 else b"".join(frames))
             except AgentDisconnected:
-                self._audio.appendleft(frame)  # keep it for the next connection
+                audio.extendleft(reversed(frames))  # keep them for the next connection
                 return
 
 
