@@ -33,7 +33,7 @@ sends a real oversized message from a peer that never answers the close.
 from __future__ import annotations
 
 from functools import wraps
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import trio
 from hypercorn.events import Closed, Event
@@ -46,18 +46,25 @@ from wsproto.frame_protocol import CloseReason
 _GUARD = "_twibridge_guard"
 
 
+Method = Callable[..., Awaitable[None]]
+
+
 def install() -> None:
     """Install both guards (idempotent)."""
-    _guard_close_race()
-    _guard_too_big()
+    _wrap_once(TCPServer, "protocol_send", _guard_close_race)
+    _wrap_once(WSStream, "_send_wsproto_event", _guard_too_big)
 
 
-def _guard_close_race() -> None:
-    original = TCPServer.protocol_send
+def _wrap_once(owner: type, name: str, guard: Callable[[Method], Method]) -> None:
+    original = getattr(owner, name)
     if getattr(original, _GUARD, False):
         return
+    wrapper = wraps(original)(guard(original))
+    setattr(wrapper, _GUARD, True)
+    setattr(owner, name, wrapper)
 
-    @wraps(original)
+
+def _guard_close_race(original: Method) -> Method:
     async def protocol_send(self: Any, event: Event) -> None:
         try:
             await original(self, event)
@@ -65,16 +72,10 @@ def _guard_close_race() -> None:
             # Another task is in send_eof: the connection is closing already.
             await self.protocol.handle(Closed())
 
-    setattr(protocol_send, _GUARD, True)
-    TCPServer.protocol_send = protocol_send  # type: ignore[method-assign]
+    return protocol_send
 
 
-def _guard_too_big() -> None:
-    original = WSStream._send_wsproto_event
-    if getattr(original, _GUARD, False):
-        return
-
-    @wraps(original)
+def _guard_too_big(original: Method) -> Method:
     async def _send_wsproto_event(self: Any, event: Any) -> None:
         await original(self, event)
         # Only the read path sends 1009 while the app's socket is still open
@@ -90,5 +91,4 @@ def _guard_too_big() -> None:
             await self.app_put({"type": "websocket.disconnect", "code": CloseReason.MESSAGE_TOO_BIG.value})
             await self.send(StreamClosed(stream_id=self.stream_id))
 
-    setattr(_send_wsproto_event, _GUARD, True)
-    WSStream._send_wsproto_event = _send_wsproto_event  # type: ignore[method-assign]
+    return _send_wsproto_event
