@@ -41,3 +41,18 @@ async def test_sigterm_drains_live_calls_then_exits_zero() -> None:
     ended = sp.events("call.ended")
     assert ended and ended[0]["outcome"] == "shutdown"
     assert TOKEN not in json.dumps(sp.lines)
+
+
+@pytest.mark.parametrize(("setting", "warning"), [
+    ({"TWIBRIDGE_TWILIO_VALIDATE_SIGNATURES": "false"}, "server.signatures_disabled"),
+    ({"TWIBRIDGE_TWILIO_REQUIRE_STREAM_TOKEN": "false"}, "server.stream_tokens_disabled"),
+    ({}, None),
+])
+async def test_weakened_checks_are_a_warning_at_start(setting: dict[str, str], warning: str | None) -> None:
+    sp = ServerProcess(base_env(**setting))
+    with trio.fail_after(40):
+        async with trio.open_nursery() as nursery:
+            await sp.start(nursery)
+            assert await sp.stop() == 0
+    warnings = [line["event"] for line in sp.lines if line.get("level") == "warning"]
+    assert warnings == ([warning] if warning else [])

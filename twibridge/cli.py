@@ -55,6 +55,10 @@ def serve(
         log.warning("server.signatures_disabled",
                     message="twilio.validate_signatures = false: unsigned requests are accepted. "
                     "For local development only.")
+    elif not cfg.twilio.require_stream_token:
+        log.warning("server.stream_tokens_disabled",
+                    message="twilio.require_stream_token = false: a stream needs only the upgrade "
+                    "signature, which is the same for every call.")
     n = workers or cfg.server.workers
     log.info("server.starting", config=str(path) if path else "built-in defaults", pid=os.getpid(), workers=n)
     try:
