@@ -53,7 +53,8 @@ def issue(secret: str, call_sid: str, now: float) -> str:
 def check(secret: str, token: str | None, call_sid: str, now: float, ttl_s: float) -> None:
     """Accept ``token`` for ``call_sid`` at ``now``, or raise :class:`InvalidStreamToken` saying why."""
     if not token:
-        raise InvalidStreamToken(f"no {PARAMETER} parameter (streams must be started by this server's /voice)")
+        raise InvalidStreamToken(f"no {PARAMETER} parameter: streams must come from this server's /voice TwiML "
+                                 "(or set [twilio] require_stream_token = false)")
     version, _, rest = token.partition(".")
     issued_text, _, mac = rest.partition(".")
     if version != _VERSION or not issued_text.isdigit() or len(issued_text) > 12 or not mac:
