@@ -14,10 +14,11 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Mapping
 
 import httpx
+import numpy as np
 import trio
 from trio_websocket import WebSocketConnection
 
-from twibridge.audio.g711 import pcm16_to_ulaw
+from twibridge.audio.g711 import pcm16_to_ulaw, ulaw_to_pcm16
 from twibridge.config import Config, build_config
 from twibridge.runtime import Runtime
 from twibridge.server import make_runtime, running_server
@@ -139,6 +140,21 @@ def tone(ms: int, freq: float = 440.0, amp: float = 0.3, rate: int = 8000) -> by
     n = rate * ms // 1000
     pcm = struct.pack(f"<{n}h", *(int(amp * 32767 * math.sin(2 * math.pi * freq * i / rate)) for i in range(n)))
     return pcm16_to_ulaw(pcm)
+
+
+def correlation(a: bytes, b: bytes) -> float:
+    """Normalised correlation of two μ-law signals (aligned, over the shorter): ~1 when ``b`` echoes ``a``."""
+    x = np.frombuffer(ulaw_to_pcm16(a), dtype="<i2").astype(np.float64)
+    y = np.frombuffer(ulaw_to_pcm16(b), dtype="<i2").astype(np.float64)
+    n = min(len(x), len(y))
+    return float(np.dot(x[:n], y[:n]) / (np.sqrt(np.dot(x[:n], x[:n]) * np.dot(y[:n], y[:n])) or 1))
+
+
+async def wait_calls(rt: Runtime, n: int, timeout: float = 10) -> None:
+    """Until exactly ``n`` calls are live in ``rt`` (woken by its calls_changed event)."""
+    with trio.fail_after(timeout):
+        while len(rt.calls) != n:
+            await rt.calls_changed.wait()
 
 
 def silence(ms: int) -> bytes:

@@ -27,15 +27,16 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import httpx
-import numpy as np
 import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rawws import BINARY, TEXT, SyncClient, encode_frame
-from support import ACCOUNT_SID, TOKEN, Leg, frames, make_config, media_socket, sid, silence, tone
-from twibridge.audio.g711 import ulaw_dbfs, ulaw_to_pcm16
+from support import (
+    ACCOUNT_SID, TOKEN, Leg, correlation, frames, make_config, media_socket, sid, silence, tone, wait_calls,
+)
+from twibridge.audio.g711 import ulaw_dbfs
 from twibridge.config import Config
 from twibridge.server import make_runtime, running_server
 from twibridge.runtime import Runtime
@@ -160,13 +161,6 @@ connection = st.one_of(
 )
 
 # ----------------------------------------------------------------- the server in a thread
-
-
-def correlation(a: bytes, b: bytes) -> float:
-    x = np.frombuffer(ulaw_to_pcm16(a), dtype="<i2").astype(np.float64)
-    y = np.frombuffer(ulaw_to_pcm16(b), dtype="<i2").astype(np.float64)
-    n = min(len(x), len(y))
-    return float(np.dot(x[:n], y[:n]) / (np.sqrt(np.dot(x[:n], x[:n]) * np.dot(y[:n], y[:n])) or 1))
 
 
 def after_quiet(heard: bytes) -> bytes:
@@ -428,9 +422,7 @@ async def test_message_over_the_websocket_layers_limit_ends_the_call_at_once(cap
         try:
             await client.text('{"event": "connected", "protocol": "Call", "version": "1.0.0"}')
             await client.send(encode_frame(TEXT, fill(json.dumps(valid_events()[1]).encode(), sid("CA", 1), sid("MZ", 1))))
-            with trio.fail_after(5):
-                while not rt.calls:
-                    await rt.calls_changed.wait()
+            await wait_calls(rt, 1, timeout=5)
             limit = 2 * rt.config.server.max_message_bytes
             await client.text(json.dumps({"event": "media", "streamSid": "x" * (limit + 1000)}))
             client.closed_sent = True  # a peer that never answers the server's close frame

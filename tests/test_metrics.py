@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from typing import Any
 
 import httpx
 import pytest
@@ -14,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from faulty_agents import ModalProvider
 from rawws import TrioClient
 from support import (
-    Leg, bridge, frames, make_config, media_socket, post_signed, sid, silence, stream_params, tone,
+    Leg, bridge, frames, make_config, media_socket, post_signed, sid, silence, stream_params, tone, wait_calls,
 )
 from twibridge import systemd
 from twibridge.server import make_runtime
@@ -40,12 +39,6 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 def outcome(samples: dict, name: str) -> float:
     return value(samples, "twibridge_calls_total", outcome=name)
-
-
-async def wait_calls(rt: Any, n: int) -> None:
-    with trio.fail_after(10):
-        while len(rt.calls) != n:
-            await rt.calls_changed.wait()
 
 
 async def echo_call(url: str, n: int, *, barge_in: bool = False) -> Leg:

@@ -11,7 +11,8 @@ import trio
 import trio_websocket
 
 from support import (
-    TOKEN, Leg, bridge, frames, make_config, media_socket, post_signed, sid, silence, tone,
+    TOKEN, Leg, bridge, correlation, frames, make_config, media_socket, post_signed, sid, silence, tone,
+    wait_calls,
 )
 from twibridge.twilio import emulation as emu
 from twibridge.twilio import protocol as tw
@@ -92,22 +93,8 @@ async def test_healthz_counts_calls() -> None:
             async with media_socket(url) as ws:
                 leg = Leg(ws)
                 await leg.start()
-                with trio.fail_after(5):
-                    while not rt.calls:
-                        await rt.calls_changed.wait()
+                await wait_calls(rt, 1, timeout=5)
                 assert (await client.get(url + "/healthz")).json() == {"status": "ok", "calls": 1}
-
-
-def correlation(a: bytes, b: bytes) -> float:
-    from twibridge.audio.g711 import ulaw_to_pcm16
-    import array
-
-    x, y = array.array("h", ulaw_to_pcm16(a)), array.array("h", ulaw_to_pcm16(b))
-    n = min(len(x), len(y))
-    sxy = sum(x[i] * y[i] for i in range(n))
-    sxx = sum(v * v for v in x[:n]) or 1
-    syy = sum(v * v for v in y[:n]) or 1
-    return sxy / (sxx * syy) ** 0.5
 
 
 async def run_echo_call(url: str, n: int, utterance: bytes) -> Leg:
@@ -209,9 +196,7 @@ async def test_duplicate_stream_for_a_live_call_is_refused(captured_logs) -> Non
     async with bridge() as (url, rt):
         async with media_socket(url) as first:
             await Leg(first, 5).start()
-            with trio.fail_after(5):
-                while not rt.calls:
-                    await rt.calls_changed.wait()
+            await wait_calls(rt, 1, timeout=5)
             async with media_socket(url) as second:
                 await Leg(second, 5).start()
                 with pytest.raises(trio_websocket.ConnectionClosed) as closed:
@@ -239,9 +224,7 @@ async def test_busy_when_full() -> None:
     async with bridge(cfg) as (url, rt):
         async with media_socket(url) as ws:
             await Leg(ws, 8).start()
-            with trio.fail_after(5):
-                while not rt.calls:
-                    await rt.calls_changed.wait()
+            await wait_calls(rt, 1, timeout=5)
             resp = await post_signed(url, "/voice", VOICE_FORM)
     root = ET.fromstring(resp.text)
     assert children(root) == ["Say", "Hangup"] and root.findtext("Say") == "We are busy."

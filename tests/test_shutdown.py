@@ -17,26 +17,17 @@ import sys
 import xml.etree.ElementTree as ET
 
 import httpx
-import numpy as np
 import pytest
 import trio
 import trio_websocket
 
 from process_support import ServerProcess, base_env
-from support import Leg, frames, make_config, media_socket, post_signed, sid, silence, tone
+from support import Leg, correlation, frames, make_config, media_socket, post_signed, sid, silence, tone
 from twibridge.server import make_runtime, serve
-from twibridge.audio.g711 import ulaw_to_pcm16
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 VOICE = {"AccountSid": "AC" + "0" * 32, "From": "+15005550006", "To": "+15005550001"}
 DIAL = "+15005550100"
-
-
-def correlation(a: bytes, b: bytes) -> float:
-    x = np.frombuffer(ulaw_to_pcm16(a), dtype="<i2").astype(np.float64)
-    y = np.frombuffer(ulaw_to_pcm16(b), dtype="<i2").astype(np.float64)
-    n = min(len(x), len(y))
-    return float(np.dot(x[:n], y[:n]) / (np.sqrt(np.dot(x[:n], x[:n]) * np.dot(y[:n], y[:n])) or 1))
 
 
 async def get(url: str, path: str) -> httpx.Response:
