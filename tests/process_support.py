@@ -83,6 +83,15 @@ class ServerProcess:
                     await self._changed.wait()
         raise AssertionError(f"no such log line within {timeout:g}s; last lines: {self.lines[-20:]}")
 
+    async def calls_started(self, n: int) -> None:
+        """Until the log says ``n`` calls started (each logs ``call.started`` once it is live)."""
+        await self.wait_for(lambda line: line.get("event") == "call.started", count=n)
+
+    async def drain(self) -> None:
+        """SIGTERM, then wait until the server says it is draining."""
+        self.signal(signal.SIGTERM)
+        await self.wait_for(lambda line: line.get("event") == "server.draining")
+
     def signal(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import xml.etree.ElementTree as ET
 
@@ -25,9 +24,8 @@ async def test_sigterm_drains_live_calls_then_exits_zero() -> None:
             await sp.start(nursery)
             async with media_socket(sp.url) as ws:
                 await Leg(ws, 42).start()
-                await sp.wait_for(lambda line: line.get("event") == "call.started")
-                sp.signal(signal.SIGTERM)
-                await sp.wait_for(lambda line: line.get("event") == "server.draining")
+                await sp.calls_started(1)
+                await sp.drain()
                 async with httpx.AsyncClient() as client:
                     assert (await client.get(sp.url + "/healthz")).json() == {"status": "draining", "calls": 1}
                 busy = await post_signed(sp.url, "/voice", {"CallSid": "CA" + "1" * 32, "From": "+1", "To": "+2"})

@@ -35,12 +35,6 @@ async def get(url: str, path: str) -> httpx.Response:
         return await client.get(url + path)
 
 
-async def until_calls(url: str, n: int) -> None:
-    with trio.fail_after(10):
-        while (await get(url, "/healthz")).json()["calls"] != n:
-            await trio.sleep(0.02)  # another process: poll its health endpoint
-
-
 async def closed_code(ws: trio_websocket.WebSocketConnection) -> int:
     with pytest.raises(trio_websocket.ConnectionClosed) as closed:
         while True:
@@ -59,7 +53,7 @@ async def test_drain_serves_finishing_calls_and_closes_lingering_ones_at_the_dea
                 await Leg(lingering, 1).start()
                 leg = Leg(finishing, 2)
                 await leg.start()
-                await until_calls(sp.url, 2)
+                await sp.calls_started(2)
 
                 sp.signal(signal.SIGTERM)
                 t0 = trio.current_time()
@@ -101,9 +95,8 @@ async def test_no_live_calls_left_means_exit_at_once() -> None:
             async with media_socket(sp.url) as ws:
                 leg = Leg(ws, 3)
                 await leg.start()
-                await until_calls(sp.url, 1)
-                sp.signal(signal.SIGTERM)
-                await sp.wait_for(lambda line: line.get("event") == "server.draining")
+                await sp.calls_started(1)
+                await sp.drain()
                 t0 = trio.current_time()
                 await leg.stop()
                 assert await closed_code(ws) == 1000
