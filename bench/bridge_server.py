@@ -1,10 +1,10 @@
 """twibridge's call runner behind a chosen transport and agent, for the bench.
 
 ``python -m bench.bridge_server --transport quart --agent passthrough`` runs
-the production app (:func:`twibridge.server.serve`, Quart-Trio on
+the production app (:func:`twibridge.server.app.serve`, Quart-Trio on
 Hypercorn) with the passthrough test agent injected through
 ``Runtime.provider_factory``.  ``--transport tws`` runs the *same*
-:class:`twibridge.call.Call` on a plain ``trio_websocket.serve_websocket``
+:class:`twibridge.call.runner.Call` on a plain ``trio_websocket.serve_websocket``
 route instead: the difference between the two is what Quart + Hypercorn's
 WebSocket layer costs (a diagnostic for ``docs/benchmarks.md``; no
 signature check, webhook or health route on this one).  ``--transport raw``
@@ -27,7 +27,7 @@ import trio
 
 
 class TrioWsTransport:
-    """A trio-websocket connection as a :class:`twibridge.call.Transport`."""
+    """A trio-websocket connection as a :class:`twibridge.call.runner.Transport`."""
 
     def __init__(self, ws: Any) -> None:
         self.ws = ws
@@ -51,7 +51,7 @@ class TrioWsTransport:
 
 
 class RawWsTransport:
-    """A :mod:`bench.wsraw` server socket as a :class:`twibridge.call.Transport` (no wsproto at all)."""
+    """A :mod:`bench.wsraw` server socket as a :class:`twibridge.call.runner.Transport` (no wsproto at all)."""
 
     def __init__(self, ws: Any) -> None:
         self.ws = ws
@@ -77,10 +77,10 @@ class RawWsTransport:
 
 async def serve_raw(rt: Any, host: str, port: int) -> None:
     from bench.wsraw import accept
-    from twibridge.call import Call
+    from twibridge.call.runner import Call
     from twibridge.logs import get_logger
 
-    log = get_logger("twibridge.server")
+    log = get_logger("twibridge.server.app")
 
     async def handler(stream: trio.SocketStream) -> None:
         try:
@@ -104,10 +104,10 @@ async def serve_raw(rt: Any, host: str, port: int) -> None:
 async def serve_tws(rt: Any, host: str, port: int) -> None:
     from trio_websocket import serve_websocket
 
-    from twibridge.call import Call
+    from twibridge.call.runner import Call
     from twibridge.logs import get_logger
 
-    log = get_logger("twibridge.server")
+    log = get_logger("twibridge.server.app")
 
     async def handler(request: Any) -> None:
         ws = await request.accept()
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from twibridge import logs
     from twibridge.config import load_config
-    from twibridge.server import make_runtime
+    from twibridge.server.app import make_runtime
 
     cfg = load_config(None, os.environ)
     logs.configure(cfg.log.level, cfg.log.format, cfg.secrets())
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
         rt.provider_factory = PassthroughProvider
     if args.transport == "quart":
-        from twibridge.server import serve
+        from twibridge.server.app import serve
 
         trio.run(partial(serve, cfg, host=args.host, port=args.port, rt=rt))
     elif args.transport == "tws":

@@ -93,7 +93,7 @@ class Kind:
     before: Callable[[trio.Nursery], Awaitable[tuple[dict[str, str], list[ServerProcess]]]] | None = None
     #: The server logs no ``call.ended`` with ``frames_in``: count inbound frames at the fake agent.
     counts_at_agent: bool = False
-    #: ``twibridge.workers --workers N``: wait for N ``server.listening`` lines; the workers can be capped.
+    #: ``twibridge.server.workers --workers N``: wait for N ``server.listening`` lines; the workers can be capped.
     workers: int = 0
 
 
@@ -115,7 +115,7 @@ def kinds() -> dict[str, Kind]:
         "baseline": Kind([PY, "-m", "bench.baseline_echo", "--mode", "echo"], bench_env()),
         "twibridge-pass": Kind([PY, "-m", "bench.bridge_server", "--agent", "passthrough"], bench_env(**provider_barge)),
         "baseline-pass": Kind([PY, "-m", "bench.baseline_echo", "--mode", "passthrough"], bench_env()),
-        **{f"twibridge-workers{k}": Kind([PY, "-m", "twibridge.workers", "--workers", str(k), "--host",
+        **{f"twibridge-workers{k}": Kind([PY, "-m", "twibridge.server.workers", "--workers", str(k), "--host",
                                           "127.0.0.1", "--port", "0"], bench_env(), workers=k) for k in (1, 2)},
         "twibridge-openai": Kind(serve, bench_env(), before=_fake_realtime),
     }

@@ -30,7 +30,7 @@ def base_env(**extra: str) -> dict[str, str]:
 
 
 class ServerProcess:
-    """``twibridge serve`` (or ``python -m twibridge.workers``) on 127.0.0.1 port 0."""
+    """``twibridge serve`` (or ``python -m twibridge.server.workers``) on 127.0.0.1 port 0."""
 
     def __init__(self, env: dict[str, str], args: list[str] | None = None) -> None:
         self.env = env

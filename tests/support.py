@@ -21,12 +21,12 @@ from trio_websocket import WebSocketConnection
 from twibridge.audio.g711 import pcm16_to_ulaw, ulaw_to_pcm16
 from twibridge.config import Config, build_config
 from twibridge.runtime import Runtime
-from twibridge.server import make_runtime, running_server
+from twibridge.server.app import make_runtime, running_server
 from twibridge.twilio import emulation as emu
 from twibridge.twilio import protocol as tw
 from twibridge.twilio import stream_token
 from twibridge.twilio.signature import SignatureChecker
-from twibridge.wsclient import connect_ws
+from twibridge.agents.wsclient import connect_ws
 
 TOKEN = "test-auth-token-0123456789abcdef"
 ACCOUNT_SID = "AC" + "0" * 32

@@ -8,16 +8,29 @@ benchmarks) and tests can build one without HTTP.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import trio
 
 from twibridge.config import Config
-from twibridge.registry import CallRegistry, MemoryRegistry
+from twibridge.state.memory import MemoryRegistry
+from twibridge.state.registry import CallRegistry
 
 if TYPE_CHECKING:
     from twibridge.agents.base import AgentProvider
-    from twibridge.metrics import Metrics
+
+
+class MetricsSink(Protocol):
+    """What calls and the server report to (``twibridge.server.metrics.Metrics``).
+
+    A protocol here, so the runtime (below the server wing) never imports it.
+    """
+
+    def call_ended(self, summary: dict[str, Any], reply_latency_ms: Sequence[float],
+                   clear_latency_ms: Sequence[float]) -> None: ...
+    def refused(self, why: str) -> None: ...
+    def observe_loop_lag(self, seconds: float) -> None: ...
+    def render(self, rt: Runtime) -> tuple[bytes, str]: ...
 
 
 @dataclass
@@ -33,7 +46,7 @@ class Runtime:
     #: Sockets accepted but not yet past ``start`` (they count against max_calls).
     pending: int = 0
     provider_factory: Callable[[Config], "AgentProvider"] | None = None
-    metrics: "Metrics | None" = None
+    metrics: MetricsSink | None = None
     #: Notified whenever a call ends (tests and drain wait on it).
     calls_changed: trio.Event = field(default_factory=trio.Event)
 

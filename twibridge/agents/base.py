@@ -22,9 +22,20 @@ of ``AgentDisconnected``: the connection is no longer trustworthy).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import Any, Mapping, Protocol
 
 import trio
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function the agent may call on this call (``[[tools.functions]]``):
+    what a provider declares to its model.  Running it is the bridge's job
+    (the tools executor), never the provider module's."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +48,8 @@ class CallInfo:
     from_number: str = ""
     to_number: str = ""
     params: Mapping[str, str] = field(default_factory=dict)
+    #: The configured functions this call's agent may call (besides the built-ins).
+    tools: tuple[ToolSpec, ...] = ()
 
 
 # -- events from the agent to the bridge ------------------------------------
@@ -81,6 +94,21 @@ class TransferRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The model asks the bridge to run one of the configured functions.
+
+    ``arguments`` is the JSON text as the model wrote it (it may be invalid:
+    the tools executor answers that as an error the model can hear).  The
+    result goes back through :meth:`AgentSession.send_tool_result` with the
+    same ``call_id``.
+    """
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class AgentNotice:
     """A provider error or warning that does not end the session (logged)."""
 
@@ -88,7 +116,8 @@ class AgentNotice:
     code: str = ""
 
 
-AgentEvent = AudioOut | ReplyDone | SpeechStarted | Transcript | HangupRequest | TransferRequest | AgentNotice
+AgentEvent = (AudioOut | ReplyDone | SpeechStarted | Transcript | HangupRequest | TransferRequest | ToolCall
+              | AgentNotice)
 
 
 class AgentDisconnected(Exception):
@@ -130,6 +159,10 @@ class AgentSession(Protocol):
 
     async def mark_played(self, item_id: str, played_ms: int) -> None:
         """Twilio confirmed ``played_ms`` of ``item_id`` played (optional)."""
+
+    async def send_tool_result(self, call_id: str, name: str, output: Mapping[str, Any]) -> None:
+        """The result of the :class:`ToolCall` ``call_id`` (a JSON object; ``{"error": ...}``
+        when it failed), for the model to speak from.  Providers without tools ignore it."""
 
     async def receive(self) -> AgentEvent:
         """The next event; raises :class:`AgentDisconnected` when the connection ends."""

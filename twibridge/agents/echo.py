@@ -1,7 +1,7 @@
 """The embedded echo agent: repeats each caller utterance once they go quiet.
 
 It needs no key, account or network, so it makes the whole bridge testable
-and demoable: turn detection (the same :class:`~twibridge.vad.TurnDetector`
+and demoable: turn detection (the same :class:`~twibridge.audio.vad.TurnDetector`
 as the bridge's local VAD), pacing, marks and ``clear`` are all exercised by
 ``twibridge simulate-call``.  Its end-of-turn is in *audio time* (bytes / 8),
 never wall time, so a run at ``--speed 8`` behaves exactly like one at 1×.
@@ -10,6 +10,7 @@ never wall time, so a run at ``--speed 8`` behaves exactly like one at 1×.
 from __future__ import annotations
 
 from collections import deque
+from typing import Any, Mapping
 
 import trio
 
@@ -18,8 +19,8 @@ from twibridge.agents.base import (
 )
 from twibridge.audio.g711 import ulaw_dbfs
 from twibridge.config import Config
-from twibridge.vad import SpeechEnded, TurnDetector
-from twibridge.vad import SpeechStarted as VadSpeechStarted
+from twibridge.audio.vad import SpeechEnded, TurnDetector
+from twibridge.audio.vad import SpeechStarted as VadSpeechStarted
 
 FRAME_MS = 20
 #: Reply audio is handed to the bridge in pieces of this size (the bridge
@@ -77,6 +78,9 @@ class EchoSession:
 
     async def mark_played(self, item_id: str, played_ms: int) -> None:
         return None
+
+    async def send_tool_result(self, call_id: str, name: str, output: Mapping[str, Any]) -> None:
+        return None  # no configured functions yet: tools are the executor's (issue #17)
 
     async def receive(self) -> AgentEvent:
         try:

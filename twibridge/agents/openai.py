@@ -16,6 +16,8 @@ caller transcripts only when input transcription is enabled
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from collections import deque
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -76,6 +78,9 @@ class OpenAISession:
 
     async def mark_played(self, item_id: str, played_ms: int) -> None:
         return None  # the heard position only matters at barge-in (interrupt)
+
+    async def send_tool_result(self, call_id: str, name: str, output: Mapping[str, Any]) -> None:
+        return None  # no configured functions yet: tools are the executor's (issue #17)
 
     async def receive(self) -> AgentEvent:
         while not self._pending:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, Mapping
 
 import httpx
 import trio
@@ -40,7 +40,7 @@ from twibridge.agents.base import (
 )
 from twibridge.config import Config
 from twibridge.logs import get_logger
-from twibridge.wsclient import connect_ws
+from twibridge.agents.wsclient import connect_ws
 
 log = get_logger("twibridge.agent.vapi")
 
@@ -147,6 +147,9 @@ class VapiSession:
 
     async def mark_played(self, item_id: str, played_ms: int) -> None:
         return None
+
+    async def send_tool_result(self, call_id: str, name: str, output: Mapping[str, Any]) -> None:
+        return None  # no configured functions yet: tools are the executor's (issue #17)
 
     async def receive(self) -> AgentEvent:
         assert self._ws is not None

@@ -21,7 +21,7 @@ which raises :class:`AgentDisconnected` like any other drop.
 from __future__ import annotations
 
 from collections import deque
-from typing import Mapping
+from typing import Any, Mapping
 
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, WebSocketConnection
@@ -32,7 +32,7 @@ from twibridge.agents.websocket_protocol import (
 )
 from twibridge.config import Config
 from twibridge.logs import get_logger
-from twibridge.wsclient import connect_ws
+from twibridge.agents.wsclient import connect_ws
 
 log = get_logger("twibridge.agent")
 
@@ -225,6 +225,9 @@ class WebsocketSession:
 
     async def mark_played(self, item_id: str, played_ms: int) -> None:
         await self.sock.send(build_mark(item_id, played_ms))
+
+    async def send_tool_result(self, call_id: str, name: str, output: Mapping[str, Any]) -> None:
+        return None  # no configured functions yet: tools are the executor's (issue #17)
 
     async def receive(self) -> AgentEvent:
         # One message yields at most one event, so _pending stays tiny.

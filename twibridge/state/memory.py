@@ -1,0 +1,43 @@
+"""The in-process call registry (``[state] backend = "memory"``, the default)."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from twibridge.state.registry import CallRecord
+
+
+class MemoryRegistry:
+    """In-process registry (the default): nothing is shared across processes,
+    and history is lost on restart (bounded to ``history`` summaries)."""
+
+    def __init__(self, history: int = 200) -> None:
+        self._live: dict[str, CallRecord] = {}
+        self._history: deque[dict[str, Any]] = deque(maxlen=history)
+
+    async def try_register(self, record: CallRecord) -> bool:
+        if record.call_sid in self._live:
+            return False
+        self._live[record.call_sid] = record
+        return True
+
+    async def refresh(self, call_sid: str) -> None:
+        return None
+
+    async def unregister(self, call_sid: str, summary: dict[str, Any] | None = None) -> None:
+        self._live.pop(call_sid, None)
+        if summary is not None:
+            self._history.appendleft(summary)
+
+    async def count(self) -> int:
+        return len(self._live)
+
+    async def live(self) -> list[CallRecord]:
+        return list(self._live.values())
+
+    async def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        return list(self._history)[:limit]
+
+    async def aclose(self) -> None:
+        return None
