@@ -42,7 +42,7 @@ from twibridge.twilio import stream_token
 from twibridge.twilio.signature import SignatureChecker, public_base, signed_url, to_ws
 from twibridge.twilio.twiml import busy, connect_stream
 
-log = get_logger("twibridge.server.app")
+log = get_logger("twibridge.server")
 hypercorn_fix.install()
 
 
