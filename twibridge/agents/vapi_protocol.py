@@ -235,6 +235,23 @@ def _tool_calls(msg: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def declared_parameters(msg: Mapping[str, Any]) -> dict[str, frozenset[str]]:
+    """Tool name → the parameter names its declaration lists, from ``toolWithToolCallList``
+    (each item carries the tool's config: ``function.parameters.properties``)."""
+    out: dict[str, frozenset[str]] = {}
+    wrapped = msg.get("toolWithToolCallList")
+    for w in wrapped[:MAX_TOOL_CALLS] if isinstance(wrapped, list) else []:
+        if not isinstance(w, dict):
+            continue
+        fn = w["function"] if isinstance(w.get("function"), dict) else {}
+        name = w.get("name") or fn.get("name")
+        params = fn["parameters"] if isinstance(fn.get("parameters"), dict) else {}
+        props = params["properties"] if isinstance(params.get("properties"), dict) else {}
+        if isinstance(name, str):
+            out[name] = out.get(name, frozenset()) | frozenset(k for k in props if isinstance(k, str))
+    return out
+
+
 def transfer_target(args: Mapping[str, Any]) -> str | None:
     """An E.164 number from a transfer request, else None (→ ``[fallback] dial``).
 
@@ -362,11 +379,16 @@ class VapiStream:
         return [*self._end_item(), event]
 
     def _tool_calls_msg(self, msg: Mapping[str, Any]) -> list[AgentEvent]:
+        declared = declared_parameters(msg)
         for name, args in _tool_calls(msg):
             if name in END_CALL_TOOLS:
                 return self._terminal("hangup", HangupRequest(reason=f"vapi tool {name}"))
             if name in TRANSFER_TOOLS:
-                return self._terminal("transfer", TransferRequest(to=transfer_target(args)))
+                # A target the model wrote counts only if the tool declares that parameter
+                # (docs/providers.md: a transfer tool without `to` always dials the configured human).
+                allowed = declared.get(name, frozenset())
+                return self._terminal("transfer", TransferRequest(
+                    to=transfer_target({k: v for k, v in args.items() if k in allowed})))
         return []  # other tools belong to the assistant's server URL
 
     def _transfer_update(self, msg: Mapping[str, Any]) -> list[AgentEvent]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any
 
+from twibridge.state.answers import AnswerBook
 from twibridge.state.registry import CallRecord
 
 
@@ -12,9 +14,10 @@ class MemoryRegistry:
     """In-process registry (the default): nothing is shared across processes,
     and history is lost on restart (bounded to ``history`` summaries)."""
 
-    def __init__(self, history: int = 200) -> None:
+    def __init__(self, history: int = 200, answers_keep_s: float = 7 * 24 * 3600) -> None:
         self._live: dict[str, CallRecord] = {}
         self._history: deque[dict[str, Any]] = deque(maxlen=history)
+        self.answers = AnswerBook(answers_keep_s)
 
     async def try_register(self, record: CallRecord) -> bool:
         if record.call_sid in self._live:
@@ -38,6 +41,15 @@ class MemoryRegistry:
 
     async def recent(self, limit: int = 50) -> list[dict[str, Any]]:
         return list(self._history)[:limit]
+
+    async def claim_answer(self, call_sid: str, reserve_s: float) -> bool:
+        return self.answers.claim(call_sid, reserve_s, time.time())
+
+    async def stream_started(self, call_sid: str, token_id: str, token_ttl_s: float, once: bool) -> bool:
+        return self.answers.started(call_sid, token_id, token_ttl_s, once, time.time())
+
+    async def admitted(self) -> int:
+        return len(self._live) + self.answers.reserved(time.time())
 
     async def aclose(self) -> None:
         return None
