@@ -18,6 +18,7 @@ databases, ``redis://host:6379/1``)::
     twibridge:call:<CallSid>   live record (JSON), SET NX EX record_ttl_s
     twibridge:live             ZSET CallSid -> expiry (Redis time): count in O(log n)
     twibridge:summary:<Sid>    call summary (JSON), EX history_ttl_s
+    twibridge:transcript:<Sid> its transcript (JSON), EX transcript_ttl_s: only with keep_transcripts
     twibridge:history          ZSET CallSid -> end time, trimmed by age and length
     twibridge:answer:<Sid>     "first|answers|streamed": /voice answered, SET NX EX history_ttl_s
     twibridge:reserved         ZSET CallSid -> reservation end (answered, stream not started)
@@ -92,6 +93,10 @@ def summary_key(call_sid: str) -> str:
     return f"{PREFIX}summary:{call_sid}"
 
 
+def transcript_key(call_sid: str) -> str:
+    return f"{PREFIX}transcript:{call_sid}"
+
+
 def answer_key(call_sid: str) -> str:
     return f"{PREFIX}answer:{call_sid}"
 
@@ -123,6 +128,7 @@ class RedisRegistry:
         st = config.state
         self.record_ttl_s = int(st.record_ttl_s)
         self.history_ttl_s = int(st.history_ttl_s)
+        self.transcript_ttl_s = int(getattr(st, "transcript_ttl_s", 24 * 3600))
         self.timeout_s = float(st.timeout_s)
         self.fallback = fallback
         #: Set by the server (``rt.metrics``) so outages show in /metrics.
@@ -147,7 +153,7 @@ class RedisRegistry:
         self._limiter = trio.CapacityLimiter(MAX_THREADS)
         #: Records this process holds, with the exact JSON stored (ownership check).
         self._mine: dict[str, tuple[CallRecord, str]] = {}
-        self._unsent: deque[tuple[str, str, str]] = deque(maxlen=MAX_UNSENT)
+        self._unsent: deque[tuple[str, str, str, str]] = deque(maxlen=MAX_UNSENT)
         self._local_history: deque[dict[str, Any]] = deque(maxlen=LOCAL_HISTORY)
         #: While Redis is down: this process's answers, reservations and used tokens.
         self._answers = AnswerBook(self.history_ttl_s)
@@ -202,17 +208,20 @@ class RedisRegistry:
                 return
             summary = {"call_sid": call_sid}
         full = self._complete(call_sid, summary, held[0] if held else None)
+        # The caller's speech, when kept, has its own key and TTL ([state] transcript_ttl_s).
+        transcript = full.pop("transcript", None)
         self._local_history.appendleft(full)
         blob = json.dumps(full, separators=(",", ":"), default=str)
+        tblob = json.dumps(transcript, separators=(",", ":"), default=str) if transcript else ""
 
         def op() -> None:
-            self._write_summary(call_sid, value, blob)
+            self._write_summary(call_sid, value, blob, tblob)
             self._flush_unsent()
 
         try:
             await self._run("unregister", op)
         except RegistryUnavailable:
-            self._unsent.append((call_sid, value, blob))
+            self._unsent.append((call_sid, value, blob, tblob))
             if not self.fallback:
                 raise
 
@@ -242,13 +251,22 @@ class RedisRegistry:
     async def recent(self, limit: int = 50) -> list[dict[str, Any]]:
         limit = max(1, min(int(limit), MAX_HISTORY))
         try:
-            blobs = await self._run("recent", lambda: self._scripts["recent"](
-                keys=[HISTORY], args=[summary_key(""), limit]))
+            blobs, tblobs = await self._run("recent", lambda: self._scripts["recent"](
+                keys=[HISTORY], args=[summary_key(""), limit, transcript_key("")]))
         except RegistryUnavailable:
             if not self.fallback:
                 raise
             return list(self._local_history)[:limit]
-        return [d for d in map(_loads, blobs) if d is not None]
+        out = []
+        for blob, tblob in zip(blobs, tblobs):
+            d = _loads(blob)
+            if d is None:
+                continue
+            transcript = _loads_list(tblob)
+            if transcript is not None:
+                d["transcript"] = transcript
+            out.append(d)
+        return out
 
     async def claim_answer(self, call_sid: str, reserve_s: float) -> bool:
         # Recorded locally too, so an outage that starts now still refuses replays here.
@@ -299,10 +317,10 @@ class RedisRegistry:
     def _script(self, name: str, sid: str, value: str) -> Any:
         return self._scripts[name](keys=[call_key(sid), LIVE], args=[sid, value, self.record_ttl_s])
 
-    def _write_summary(self, sid: str, value: str, blob: str) -> None:
+    def _write_summary(self, sid: str, value: str, blob: str, transcript: str = "") -> None:
         self._scripts["unregister"](
-            keys=[call_key(sid), LIVE, summary_key(sid), HISTORY],
-            args=[sid, value, blob, self.history_ttl_s, MAX_HISTORY])
+            keys=[call_key(sid), LIVE, summary_key(sid), HISTORY, transcript_key(sid)],
+            args=[sid, value, blob, self.history_ttl_s, MAX_HISTORY, transcript, self.transcript_ttl_s])
 
     def _flush_unsent(self) -> None:
         """(In the worker thread, after a success) write summaries queued in an outage."""
@@ -379,6 +397,16 @@ def _loads(blob: Any) -> dict[str, Any] | None:
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def _loads_list(blob: Any) -> list[Any] | None:
+    if not blob:
+        return None
+    try:
+        data = json.loads(blob)
+    except ValueError:
+        return None
+    return data if isinstance(data, list) else None
 
 
 def _url_password(url: str) -> str:

@@ -29,8 +29,9 @@ redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
 return 1
 """
 
-# KEYS: call key, live, summary key, history; ARGV: sid, value ('' if none), summary,
-# history ttl, max history.  The live record is deleted only if it is still ours.
+# KEYS: call key, live, summary key, history, transcript key; ARGV: sid, value ('' if none),
+# summary, history ttl, max history, transcript ('' if none), transcript ttl.
+# The live record is deleted only if it is still ours.
 UNREGISTER = NOW + """
 if ARGV[2] ~= '' and redis.call('GET', KEYS[1]) == ARGV[2] then
   redis.call('DEL', KEYS[1])
@@ -38,6 +39,7 @@ if ARGV[2] ~= '' and redis.call('GET', KEYS[1]) == ARGV[2] then
 end
 local ttl = tonumber(ARGV[4])
 redis.call('SET', KEYS[3], ARGV[3], 'EX', ttl)
+if ARGV[6] ~= '' then redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[7]) end
 redis.call('ZADD', KEYS[4], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - ttl)
 redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -(tonumber(ARGV[5]) + 1))
@@ -101,11 +103,12 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
 return redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2])
 """
 
-# KEYS: history; ARGV: summary key prefix, limit.  Newest first.
+# KEYS: history; ARGV: summary key prefix, limit, transcript key prefix.  Newest first:
+# {summaries, transcripts} (a transcript is false when none is kept or it expired).
 RECENT = """
 local sids = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
-if #sids == 0 then return {} end
-local keys = {}
-for i, sid in ipairs(sids) do keys[i] = ARGV[1] .. sid end
-return redis.call('MGET', unpack(keys))
+if #sids == 0 then return {{}, {}} end
+local keys, tkeys = {}, {}
+for i, sid in ipairs(sids) do keys[i] = ARGV[1] .. sid tkeys[i] = ARGV[3] .. sid end
+return {redis.call('MGET', unpack(keys)), redis.call('MGET', unpack(tkeys))}
 """
