@@ -13,6 +13,8 @@ import pytest
 import trio
 import trio_websocket
 
+from process_support import ServerProcess, base_env
+from redis_support import RedisServer, needs_redis, redis_server  # noqa: F401 (fixture)
 from support import ACCOUNT_SID, TOKEN, Leg, bridge, make_config, media_socket, post_signed, sid, wait_calls
 from twibridge.call import admission
 from twibridge.twilio import emulation as emu
@@ -250,3 +252,38 @@ async def test_malformed_sids_and_parties_are_refused_at_start(field: str, value
             assert await refused(ws) == 1008
         assert rt.calls == {}
     assert captured_logs.events("call.bad_peer_data")
+
+
+# ------------------------------------------------------------------ item 2, cluster-wide (Redis)
+
+
+@needs_redis
+@pytest.mark.redis
+async def test_replays_are_refused_on_every_instance_sharing_redis(redis_server: RedisServer) -> None:
+    env = base_env(TWIBRIDGE_STATE_BACKEND="redis", TWIBRIDGE_STATE_REDIS_URL=redis_server.url,
+                   TWIBRIDGE_STATE_TIMEOUT_S="0.5", TWIBRIDGE_TWILIO_ACCOUNT_SID=ACCOUNT_SID)
+    with trio.fail_after(45):
+        async with trio.open_nursery() as nursery:
+            a, b = ServerProcess(env), ServerProcess(env)
+            try:
+                await a.start(nursery)
+                await b.start(nursery)
+                verbs, params = await voice(a.url)
+                assert verbs == ["Connect", "Hangup"]
+                async with media_socket(a.url) as ws:
+                    leg = Leg(ws, 42)
+                    await leg.start(params, token=False)
+                    await a.calls_started(1)
+                    await leg.stop()
+                    await a.wait_for(lambda l: l.get("event") == "call.ended")
+                assert (await voice(b.url))[0] == ["Say", "Hangup"]  # the replay, at the other instance
+                async with media_socket(b.url) as ws:  # the used token, at the other instance
+                    await Leg(ws, 42).start(params, token=False)
+                    assert await refused(ws) == 1008
+                await b.wait_for(lambda l: l.get("event") == "ws.stream_token_reused")
+                assert not b.events("call.started")
+            finally:
+                for sp in (a, b):
+                    with trio.CancelScope(shield=True):
+                        if sp.proc is not None:
+                            await sp.stop(timeout=5)

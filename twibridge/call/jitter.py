@@ -67,9 +67,7 @@ class JitterBuffer:
         self._next_seq: int | None = None
         self._clock_ms = 0  # audio time of the next byte released
         self._offset_ms = 0  # subtracted from timestamps (grows at each discontinuity)
-        self._clock0 = 0
-        #: The smallest (wall ms - audio position) seen: the schedule of the least delayed frame.
-        self._min_lag: float | None = None
+        self._start: tuple[float, int] | None = None  # (wall ms, audio clock) at the first frame
         self._now_ms: float | None = None
         self._held: dict[int, tuple[int, bytes]] = {}
         self._skipped: deque[int] = deque(maxlen=64)  # recent numbers given up on
@@ -90,11 +88,10 @@ class JitterBuffer:
         but for :data:`MAX_GAP_FILL_MS`.
         """
         if self._next_seq is None:
-            self._next_seq, self._clock_ms, self._clock0 = seq, timestamp_ms, timestamp_ms
+            self._next_seq, self._clock_ms = seq, timestamp_ms
+            if now_ms is not None:
+                self._start = (now_ms, timestamp_ms)
         self._now_ms = now_ms
-        if now_ms is not None:
-            lag = now_ms - (self._clock_ms - self._clock0)
-            self._min_lag = lag if self._min_lag is None else min(self._min_lag, lag)
         if not self._held and seq >= self._next_seq and timestamp_ms - self._offset_ms - self._clock_ms < FRAME_MS:
             # The common case, without the reorder machinery: the next audio in stream time.
             # A jump in ``seq`` here is not loss: marks and DTMF share the counter.
@@ -138,11 +135,13 @@ class JitterBuffer:
         return out
 
     def _allowed_fill(self) -> int:
-        """Silence the wall clock allows now (ms): the wall time elapsed since the least
-        delayed frame's schedule, minus the audio released since, plus the window."""
-        if self._min_lag is None or self._now_ms is None:
+        """Silence the wall clock allows now (ms): the wall time since the first frame, minus
+        the audio released since, plus the window and one frame (the first frame's own delay
+        and network jitter fit in there)."""
+        if self._start is None or self._now_ms is None:
             return MAX_GAP_FILL_MS
-        behind = self._now_ms - (self._clock_ms - self._clock0) - self._min_lag
+        wall0, clock0 = self._start
+        behind = (self._now_ms - wall0) - (self._clock_ms - clock0)
         return max(0, min(MAX_GAP_FILL_MS, int(self.window_ms + FRAME_MS + behind)))
 
     def _emit(self, ts: int, payload: bytes) -> list[Frame]:
