@@ -240,12 +240,7 @@ class RedisRegistry:
             if not self.fallback:
                 raise
             return [rec for rec, _ in self._mine.values()]
-        records = []
-        for blob in blobs:
-            data = _loads(blob)
-            if data is not None:
-                known = {f.name for f in dataclasses.fields(CallRecord)}
-                records.append(CallRecord(**{k: v for k, v in data.items() if k in known}))
+        records = [rec for rec in map(_record, blobs) if rec is not None]
         return sorted(records, key=lambda r: r.started_at)
 
     async def recent(self, limit: int = 50) -> list[dict[str, Any]]:
@@ -397,6 +392,18 @@ def _loads(blob: Any) -> dict[str, Any] | None:
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def _record(blob: Any) -> CallRecord | None:
+    """A live record as read back: each field of its type (anything else in Redis is dropped)."""
+    data = _loads(blob)
+    if data is None:
+        return None
+    text = {f: data.get(f) if isinstance(data.get(f), str) else ""
+            for f in ("call_sid", "stream_sid", "from_number", "to_number", "instance")}
+    started = data.get("started_at")
+    ok = isinstance(started, (int, float)) and not isinstance(started, bool)
+    return CallRecord(started_at=float(started) if ok else 0.0, **text)
 
 
 def _loads_list(blob: Any) -> list[Any] | None:
