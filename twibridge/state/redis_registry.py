@@ -61,6 +61,7 @@ from twibridge.logs import get_logger
 from twibridge.state import redis_scripts as lua
 from twibridge.state.answers import AnswerBook
 from twibridge.state.registry import ANSWER_RETRY_WINDOW_S, MAX_ANSWERS, CallRecord
+from twibridge.state.stored import loads as _loads, loads_list as _loads_list, record as _record
 
 log = get_logger("twibridge.state.registry")
 
@@ -382,38 +383,6 @@ class RedisRegistry:
         gauge = getattr(self.metrics, "registry_degraded", None)
         if gauge is not None:
             gauge.set(value)
-
-
-def _loads(blob: Any) -> dict[str, Any] | None:
-    if not blob:
-        return None
-    try:
-        data = json.loads(blob)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _record(blob: Any) -> CallRecord | None:
-    """A live record as read back: each field of its type (anything else in Redis is dropped)."""
-    data = _loads(blob)
-    if data is None:
-        return None
-    text = {f: data.get(f) if isinstance(data.get(f), str) else ""
-            for f in ("call_sid", "stream_sid", "from_number", "to_number", "instance")}
-    started = data.get("started_at")
-    ok = isinstance(started, (int, float)) and not isinstance(started, bool)
-    return CallRecord(started_at=float(started) if ok else 0.0, **text)
-
-
-def _loads_list(blob: Any) -> list[Any] | None:
-    if not blob:
-        return None
-    try:
-        data = json.loads(blob)
-    except ValueError:
-        return None
-    return data if isinstance(data, list) else None
 
 
 def _url_password(url: str) -> str:
