@@ -32,10 +32,14 @@ TOKEN = "test-auth-token-0123456789abcdef"
 ACCOUNT_SID = "AC" + "0" * 32
 
 
-def stream_params(call_sid: str, params: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``customParameters`` as Twilio sends them after our ``/voice``: with the call's stream token."""
-    return {**(params if params is not None else {"CallSid": call_sid}),
-            stream_token.PARAMETER: stream_token.issue(TOKEN, call_sid, time.time())}
+def stream_params(call_sid: str, params: Mapping[str, str] | None = None,
+                  account_sid: str = ACCOUNT_SID) -> dict[str, str]:
+    """``customParameters`` as Twilio sends them after our ``/voice``: with the call's stream token
+    (bound to the account, the CallSid and every parameter, as ``/voice`` mints it)."""
+    custom = dict(params if params is not None else {"CallSid": call_sid})
+    custom[stream_token.PARAMETER] = stream_token.issue(TOKEN, account_sid=account_sid, call_sid=call_sid,
+                                                        params=custom, now=time.time())
+    return custom
 
 
 def make_config(**sections: Mapping[str, Any]) -> Config:

@@ -20,7 +20,7 @@ import trio.testing
 from fakes import silence, tone
 from fakes.openai_realtime import API_KEY, FakeRealtime
 from fakes.ref_agent import RefAgent
-from support import TOKEN, bridge, make_config
+from support import ACCOUNT_SID, TOKEN, bridge, make_config
 from twibridge.simulate import CallOptions, simulate_call
 from twibridge.simulate.caller import Outcome
 
@@ -75,7 +75,7 @@ async def test_openai_audio_flows_both_ways(
     caller = silence(300) + tone(800) + silence(2500)
     with trio.fail_after(20):
         async with openai_bridge(fake) as (server, rt):
-            result = await simulate_call(server, TOKEN, caller, CallOptions(tail_s=0.5))
+            result = await simulate_call(server, TOKEN, caller, CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
             await calls_over(rt)
     assert result.outcome is Outcome.COMPLETED and result.protocol_errors == []
     # every caller frame reached OpenAI (the bridge may drop none on a healthy call)
@@ -96,7 +96,7 @@ async def test_openai_barge_in_truncates_where_the_caller_stopped_hearing(
     caller = silence(300) + tone(800) + silence(2000) + tone(800, freq=300) + silence(1500)
     with trio.fail_after(30):
         async with openai_bridge(fake) as (server, rt):
-            result = await simulate_call(server, TOKEN, caller, CallOptions(tail_s=0.5))
+            result = await simulate_call(server, TOKEN, caller, CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
             await calls_over(rt)
     assert result.outcome is Outcome.COMPLETED and result.clears, "no barge-in happened"
     truncates = fake.of_type("conversation.item.truncate")
@@ -122,7 +122,7 @@ async def test_openai_drop_reconnects_and_audio_resumes(
     caller = silence(1000) + tone(800) + silence(2500)
     with trio.fail_after(30):
         async with openai_bridge(fake) as (server, rt):
-            result = await simulate_call(server, TOKEN, caller, CallOptions(tail_s=0.5))
+            result = await simulate_call(server, TOKEN, caller, CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
             await calls_over(rt)
     assert fake.drops == 1 and fake.connections == 2
     assert result.outcome is Outcome.COMPLETED
@@ -143,7 +143,7 @@ async def test_openai_that_cannot_come_back_ends_the_call(
         async with openai_bridge(fake) as (server, rt):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_refuse_after_first_connection, fake)
-                result = await simulate_call(server, TOKEN, caller, CallOptions(tail_s=0.5))
+                result = await simulate_call(server, TOKEN, caller, CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
             await calls_over(rt)
     assert result.outcome is Outcome.SERVER_CLOSED, result.detail
     ended = captured_logs.events("call.ended")
@@ -165,7 +165,7 @@ async def test_openai_end_call_function_hangs_up(
     caller = silence(300) + tone(800) + silence(6000)
     with trio.fail_after(30):
         async with openai_bridge(fake) as (server, rt):
-            result = await simulate_call(server, TOKEN, caller, CallOptions(tail_s=0.5))
+            result = await simulate_call(server, TOKEN, caller, CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
             await calls_over(rt)
     assert result.outcome is Outcome.SERVER_CLOSED, result.detail
     assert played_ms(result.played_intervals) >= 500  # the goodbye played before the hang-up
@@ -180,7 +180,7 @@ async def test_websocket_agent_end_to_end(
     caller = silence(300) + tone(800) + silence(2000) + tone(800, freq=300) + silence(1500)
     with trio.fail_after(30):
         async with websocket_bridge(agent) as (server, rt):
-            result = await simulate_call(server, TOKEN, caller, CallOptions(tail_s=0.5, dtmf=[(0.2, "5")]))
+            result = await simulate_call(server, TOKEN, caller, CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5, dtmf=[(0.2, "5")]))
             await calls_over(rt)
     assert result.outcome is Outcome.COMPLETED and result.protocol_errors == []
     start = agent.received[0]
@@ -203,7 +203,7 @@ async def test_websocket_agent_drop_reconnects(
     caller = silence(1000) + tone(800) + silence(2500)
     with trio.fail_after(30):
         async with websocket_bridge(agent) as (server, rt):
-            result = await simulate_call(server, TOKEN, caller, CallOptions(tail_s=0.5))
+            result = await simulate_call(server, TOKEN, caller, CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
             await calls_over(rt)
     assert agent.connections == 2 and len(agent.of_type("start")) == 2
     assert agent.of_type("start")[1]["call"]["call_sid"] == result.call_sid

@@ -104,12 +104,12 @@ def test_interrupt_cancels_truncates_and_drops_late_deltas() -> None:
     assert conn.interrupt("item_a", 640) == [
         '{"type":"response.cancel"}',
         '{"type":"conversation.item.truncate","item_id":"item_a","content_index":0,"audio_end_ms":640}']
-    assert conn.cancelled == {"resp_1"}
+    assert set(conn.cancelled) == {"resp_1"}
     # deltas already in flight for the cancelled response are dropped, and so is its done
     assert conn.receive(delta("resp_1", "item_a", b"\x02" * 800)) == []
     assert conn.receive(ev("response.output_audio.done", response_id="resp_1", item_id="item_a")) == []
     conn.receive(ev("response.done", response={"id": "resp_1", "status": "cancelled"}))
-    assert conn.cancelled == set() and conn.active_response is None
+    assert set(conn.cancelled) == set() and conn.active_response is None
     # the next response plays
     conn.receive(ev("response.created", response={"id": "resp_2"}))
     assert conn.receive(delta("resp_2", "item_b", b"\x03" * 160)) == [AudioOut("item_b", b"\x03" * 160)]
@@ -132,7 +132,7 @@ def test_interrupt_after_the_response_finished_still_truncates_and_clamps() -> N
     conn.receive(ev("response.done", response={"id": "resp_1", "status": "completed"}))
     msgs = conn.interrupt("item_a", 900)  # never beyond what was generated: the server rejects that
     assert json.loads(msgs[1])["audio_end_ms"] == 500
-    assert conn.cancelled == set()  # nothing active to drop
+    assert set(conn.cancelled) == set()  # nothing active to drop
     # the harmless "nothing to cancel" answer is not surfaced
     assert conn.receive(ev("error", error={"type": "invalid_request_error", "code": "response_cancel_not_active",
                                            "message": "Cancellation failed: no active response found"})) == []

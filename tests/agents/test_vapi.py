@@ -133,7 +133,7 @@ async def test_end_call_tool_is_a_hangup_request() -> None:
 async def test_transfer_tool_then_vapi_ending_is_a_transfer_only() -> None:
     with trio.fail_after(10):
         async with fake_vapi(echo=False) as fake, vapi_session(fake) as (session, call):
-            await call.tool_call("transfer_to_human", {"to": "+15557654321"})
+            await call.tool_call("transfer_to_human", {"to": "+15557654321"}, declares=("to",))
             assert await session.receive() == TransferRequest("+15557654321")
             await call.send_json({"type": "status-update", "status": "ended", "endedReason": "assistant-forwarded-call"})
             await call.send_json({"type": "transcript", "role": "assistant", "transcriptType": "final",
@@ -327,7 +327,7 @@ async def test_secrets_stay_out_of_logs_and_errors(captured_logs: Any) -> None:
             errors: list[str] = []
             async with vapi_session(fake) as (session, call):
                 await call.send_json({"type": "hang"})
-                await call.tool_call("transfer_to_human", {"to": "+15557654321"})
+                await call.tool_call("transfer_to_human", {"to": "+15557654321"}, declares=("to",))
                 await events_until(session, lambda ev: isinstance(ev, TransferRequest))
                 await call.drop()
                 try:
@@ -404,7 +404,7 @@ async def test_the_assistant_transfers_through_the_bridge_to_fallback_dial(captu
         async with fake_vapi(echo=False) as fake, twilio.running() as rest_url, \
                 bridged_call(fake, rest_url) as (leg, rt, call):
             twilio.add_call(leg.call_sid)
-            await call.tool_call("transfer_to_human", {"to": "call me maybe"})  # not E.164: [fallback] dial
+            await call.tool_call("transfer_to_human", {"to": "call me maybe"}, declares=("to",))  # not E.164: [fallback] dial
             await twilio.recorder.wait_for(lambda: twilio.requests)
             # VAPI then ends its side; that must not turn into a hang-up.
             await call.send_json({"type": "status-update", "status": "ended", "endedReason": "assistant-forwarded-call"})

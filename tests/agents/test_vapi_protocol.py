@@ -204,14 +204,20 @@ def test_hangs_in_a_row_fail_but_assistant_audio_resets_the_count() -> None:
 # -- tools, transfer, end of call -------------------------------------------------------------------
 
 
-def tool_calls(name: str, args: object, shape: str = "schema") -> str:
+def tool_calls(name: str, args: object, shape: str = "schema", declares: tuple[str, ...] | None = None) -> str:
+    """A ``tool-calls`` message; ``declares``: the tool's declared parameters (its config in
+    ``toolWithToolCallList``), None to send no declaration at all."""
+    decl: dict[str, object] = {} if declares is None else {"function": {"name": name, "parameters": {
+        "type": "object", "properties": {p: {"type": "string"} for p in declares}}}}
     if shape == "docs":
         item = {"id": "c1", "name": name, "parameters": args}
-        return msg(type="tool-calls", toolCallList=[item])
+        extra = {"toolWithToolCallList": [{"name": name, "toolCall": item, **decl}]} if declares is not None else {}
+        return msg(type="tool-calls", toolCallList=[item], **extra)
     fn = {"id": "c1", "type": "function", "function": {"name": name, "arguments": args}}
     if shape == "wrapped-list":
-        return msg(type="tool-calls", toolWithToolCallList=[{"name": name, "toolCall": fn}])
-    return msg(type="tool-calls", toolCallList=[fn])
+        return msg(type="tool-calls", toolWithToolCallList=[{"name": name, "toolCall": fn, **decl}])
+    extra = {"toolWithToolCallList": [{"name": name, "toolCall": fn, **decl}]} if declares is not None else {}
+    return msg(type="tool-calls", toolCallList=[fn], **extra)
 
 
 @pytest.mark.parametrize("shape", ["schema", "docs", "wrapped-list"])
@@ -231,7 +237,17 @@ def test_end_call_tool_is_a_hangup(shape: str) -> None:
     ({"to": "+1900; <Hangup/>"}, None),
 ])
 def test_transfer_tool_target_is_checked(args: object, to: str | None) -> None:
-    assert vp.VapiStream().text(tool_calls("transfer_to_human", args)) == [TransferRequest(to=to)]
+    declares = ("to", "number", "destination")
+    assert vp.VapiStream().text(tool_calls("transfer_to_human", args, declares=declares)) == [TransferRequest(to=to)]
+
+
+@pytest.mark.parametrize("shape", ["schema", "docs", "wrapped-list"])
+@pytest.mark.parametrize("declares", [None, (), ("reason",)])
+def test_a_target_the_tool_does_not_declare_is_ignored(shape: str, declares: tuple[str, ...] | None) -> None:
+    """docs/providers.md: a transfer_to_human without a `to` parameter always dials the configured human,
+    whatever the model writes into its arguments."""
+    events = vp.VapiStream().text(tool_calls("transfer_to_human", {"to": "+19005551234"}, shape, declares))
+    assert events == [TransferRequest(to=None)]
 
 
 def test_unknown_tools_are_left_to_the_assistant_server() -> None:
@@ -248,7 +264,8 @@ def test_transfer_update_number_and_unsupported_destinations() -> None:
 
 def test_first_terminal_request_wins() -> None:
     s = vp.VapiStream()
-    assert s.text(tool_calls("transfer_to_human", {"to": "+15557654321"})) == [TransferRequest("+15557654321")]
+    assert s.text(tool_calls("transfer_to_human", {"to": "+15557654321"}, declares=("to",))) \
+        == [TransferRequest("+15557654321")]
     # VAPI then ends its side: that must not turn the transfer into a hang-up.
     assert s.text(msg(type="status-update", status="ended", endedReason="assistant-forwarded-call")) == []
     assert s.text(msg(type="end-of-call-report", endedReason="assistant-forwarded-call")) == []

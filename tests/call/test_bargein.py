@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import trio
 
-from support import TOKEN, Leg, bridge, frames, make_config, media_socket, silence, tone
+from support import ACCOUNT_SID, TOKEN, Leg, bridge, frames, make_config, media_socket, silence, tone
 from twibridge.agents.echo import EchoProvider, EchoSession
 from twibridge.audio.g711 import pcm16_to_ulaw, ulaw_dbfs, ulaw_to_pcm16
 from twibridge.config import Config
@@ -70,7 +70,7 @@ async def test_caller_talking_over_a_long_reply_cuts_it_off(captured_logs) -> No
     rt.provider_factory = lambda cfg: provider
     with trio.fail_after(60):
         async with bridge(rt.config, rt) as (url, _):
-            result = await simulate_call(url, TOKEN, audio, CallOptions(tail_s=1.0))
+            result = await simulate_call(url, TOKEN, audio, CallOptions(account_sid=ACCOUNT_SID, tail_s=1.0))
     report = build_report(result)
     assert result.ok, (result.detail, result.protocol_errors)
     assert len(result.clears) == 1
@@ -97,7 +97,7 @@ async def test_played_ms_matches_what_the_caller_heard(captured_logs) -> None:
     audio = silence(200) + utterance("hello_22k_pcm16.wav", 0, 1000) + silence(1500)
     with trio.fail_after(60):
         async with bridge() as (url, _):
-            result = await simulate_call(url, TOKEN, audio, CallOptions(tail_s=0.5))
+            result = await simulate_call(url, TOKEN, audio, CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
     # leaving `bridge()` drained the server: the call has ended and logged its summary
     assert result.ok
     (ended,) = captured_logs.events("call.ended")
@@ -118,7 +118,7 @@ async def test_noise_bursts_and_the_agents_own_echo_do_not_barge_in(captured_log
     audio = silence(200) + first + tail
     with trio.fail_after(60):
         async with bridge() as (url, _):
-            result = await simulate_call(url, TOKEN, audio, CallOptions(tail_s=0.5))
+            result = await simulate_call(url, TOKEN, audio, CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
     assert result.ok, result.detail
     assert result.clears == [] and captured_logs.events("call.barge_in") == []
     heard_ms = sum(b - a for a, b in result.played_intervals)
@@ -131,7 +131,7 @@ async def test_real_speech_over_the_reply_does_barge_in(captured_logs) -> None:
     audio = silence(200) + first + silence(900) + loud + silence(1500)
     with trio.fail_after(60):
         async with bridge() as (url, _):
-            result = await simulate_call(url, TOKEN, audio, CallOptions(tail_s=0.5))
+            result = await simulate_call(url, TOKEN, audio, CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
     assert len(result.clears) >= 1 and captured_logs.events("call.barge_in")
 
 

@@ -67,3 +67,33 @@ def test_bounded_held_frames() -> None:
     for s in [1] + seqs:
         buf.push(s, (s - 1) * 20, frame(s))
         assert buf.depth <= 3
+
+
+# -- issue #23: gap-fill amplification ---------------------------------------------------------
+
+
+def test_gap_fill_is_bounded_by_wall_time_and_big_jumps_are_discontinuities() -> None:
+    """Each frame 10 s ahead of the last, arriving every 20 ms: no invented minutes of silence."""
+    buf = JitterBuffer(60)
+    released = 0
+    for i in range(100):
+        released += len(buf.push(i + 1, i * 10_000, frame(i + 1), now_ms=i * 20.0))
+    elapsed_ms = 99 * 20
+    assert buf.stats.gap_ms <= elapsed_ms + 60 + 20
+    assert buf.stats.discontinuities == 99
+    assert released * 20 <= elapsed_ms + 60 + 20 + 20  # every frame released, plus what wall time allowed
+    assert buf.clock_ms - 0 <= elapsed_ms + 100  # the audio clock never runs ahead of the wall clock
+
+
+def test_a_quiet_caller_skipped_by_twilio_is_still_filled_in_full() -> None:
+    """Twilio skips silent frames: the jump matches the wall time that passed, so it is filled."""
+    buf = JitterBuffer(60)
+    buf.push(1, 0, frame(1), now_ms=1000.0)
+    out = buf.push(2, 2020, frame(2), now_ms=3020.0)  # 2 s later in both clocks
+    assert [f.t_ms for f in out][-1] == 2020 and len(out) == 101
+    assert buf.stats.discontinuities == 0 and buf.stats.gap_ms == 2000
+    # after a discontinuity the stream carries on from where it is, without a gap
+    buf.push(3, 600_000, frame(3), now_ms=3040.0)
+    assert buf.stats.discontinuities == 1
+    nxt = buf.push(4, 600_020, frame(4), now_ms=3060.0)
+    assert len(nxt) == 1 and buf.stats.discontinuities == 1

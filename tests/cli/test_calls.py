@@ -27,6 +27,8 @@ def run(monkeypatch: pytest.MonkeyPatch, *args: str, **env: str) -> tuple[int, s
     for key, value in {"TWIBRIDGE_TWILIO_AUTH_TOKEN": TOKEN, **env}.items():
         monkeypatch.setenv(key, value)
     result = CliRunner().invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # a crash is a crash, not an exit code
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -66,3 +68,31 @@ def test_lists_live_and_recent(monkeypatch: pytest.MonkeyPatch, redis_server: Re
     assert code == 0, err
     assert "Live calls (1)" in out and "CAlive" in out and "CAdone" in out and "completed" in out
     assert "12.5s" in out and "640 ms" in out
+
+
+@needs_redis
+def test_hostile_stored_values_are_shown_as_plain_text(monkeypatch: pytest.MonkeyPatch,
+                                                      redis_server: RedisServer) -> None:
+    """A caller's From of ``[/]`` (rich markup) or terminal escapes, and values of the wrong type
+    written into Redis, neither crash the listing nor reach the terminal as escapes."""
+    client = redis_server.client()
+    try:
+        hostile = {"call_sid": ["not", "a", "string"], "from_number": "[/]\x1b]0;pwned\x07\x1b[2J",
+                   "to_number": {"x": 1}, "started_at": "yesterday", "instance": "\u202eevil"}
+        client.set("twibridge:call:CAbad", json.dumps(hostile))
+        client.zadd("twibridge:live", {"CAbad": 9e12})
+        summary = {"call_sid": "CAold", "from_number": "[bold red]+1555[/]\x1b[31m", "outcome": ["x"],
+                   "duration_s": "long", "ended_at": 1e300, "barge_ins": True}
+        client.set("twibridge:summary:CAold", json.dumps(summary))
+        client.zadd("twibridge:history", {"CAold": 1.0})
+    finally:
+        client.close()
+    env = {"TWIBRIDGE_STATE_BACKEND": "redis", "TWIBRIDGE_STATE_REDIS_URL": redis_server.url}
+    code, out, err = run(monkeypatch, **env)
+    assert code == 0, err
+    assert "[/]" in out and "[bold red]+1555[/]" in out  # shown literally, never interpreted
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "Live calls (1)" in out and "Recent calls (1" in out
+    code, out, err = run(monkeypatch, "--json", **env)
+    assert code == 0 and "\x1b" not in out  # JSON escapes control characters itself
+    assert json.loads(out)["recent"][0]["from_number"] == summary["from_number"]

@@ -23,7 +23,7 @@ import trio
 import trio.testing
 from typer.testing import CliRunner
 
-from support import TOKEN, bridge
+from support import ACCOUNT_SID, TOKEN, bridge
 from twibridge.audio.g711 import ulaw_dbfs, ulaw_to_pcm16
 from twibridge.cli import app
 from twibridge.simulate import CallOptions, build_report, load_caller_audio, simulate_call
@@ -71,7 +71,7 @@ async def test_two_utterances_get_two_replies_that_sound_like_them(fast_clock: t
     audio, spans = two_utterances()
     with trio.fail_after(60):  # virtual seconds: ~10 s of call
         async with bridge() as (url, _):
-            result = await simulate_call(url, TOKEN, audio, CallOptions(tail_s=3.0))
+            result = await simulate_call(url, TOKEN, audio, CallOptions(account_sid=ACCOUNT_SID, tail_s=3.0))
     report = build_report(result)
     assert result.ok, (result.detail, result.protocol_errors)
     assert len(report["turns"]) == 2 and report["barge_ins"] == []
@@ -95,7 +95,7 @@ async def test_a_short_call_in_real_time() -> None:
     audio = load_caller_audio(HELLO).ulaw
     with trio.fail_after(15):
         async with bridge() as (url, _):
-            result = await simulate_call(url, TOKEN, audio, CallOptions(tail_s=1.5))
+            result = await simulate_call(url, TOKEN, audio, CallOptions(account_sid=ACCOUNT_SID, tail_s=1.5))
     report = build_report(result)
     assert result.ok, (result.detail, result.protocol_errors)
     assert report["audio_sent_ms"] == 2480 and report["frames_sent"] == 124

@@ -117,11 +117,17 @@ class FakeVapiCall:
         self.audio_out += data
         self.recorder.changed()
 
-    async def tool_call(self, name: str, arguments: dict[str, Any] | None = None) -> None:
-        """A ``tool-calls`` message in the schema's shape (function name + arguments)."""
-        await self.send_json({"type": "tool-calls", "toolCallList": [
-            {"id": "call_" + secrets.token_hex(4), "type": "function",
-             "function": {"name": name, "arguments": arguments or {}}}]})
+    async def tool_call(self, name: str, arguments: dict[str, Any] | None = None,
+                        declares: tuple[str, ...] = ()) -> None:
+        """A ``tool-calls`` message as VAPI sends it: ``toolCallList`` (function name +
+        arguments) and ``toolWithToolCallList`` (each with the tool's config, whose
+        ``function.parameters`` declares ``declares``)."""
+        call = {"id": "call_" + secrets.token_hex(4), "type": "function",
+                "function": {"name": name, "arguments": arguments or {}}}
+        tool = {"type": "function", "name": name, "toolCall": call,
+                "function": {"name": name, "parameters": {
+                    "type": "object", "properties": {p: {"type": "string"} for p in declares}}}}
+        await self.send_json({"type": "tool-calls", "toolCallList": [call], "toolWithToolCallList": [tool]})
 
     async def drop(self, code: int = 1011) -> None:
         """VAPI goes away mid-call."""

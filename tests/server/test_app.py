@@ -40,7 +40,9 @@ async def test_signed_webhook_answers_connect_stream_then_hangup() -> None:
     params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
     token = params.pop(stream_token.PARAMETER)
     assert params == {"CallSid": VOICE_FORM["CallSid"], "From": "+15005550006", "To": "+15005550001"}
-    stream_token.check(TOKEN, token, VOICE_FORM["CallSid"], time.time(), 60)  # minted for this call, now
+    # minted for this call (its account, CallSid and every parameter), now
+    stream_token.check(TOKEN, token, account_sid=VOICE_FORM["AccountSid"], call_sid=VOICE_FORM["CallSid"],
+                       params=params, now=time.time(), ttl_s=60)
 
 
 async def test_public_url_builds_wss_stream_and_is_what_is_signed() -> None:

@@ -274,7 +274,8 @@ _sids = itertools.count(1)
 
 def fill(raw: bytes, call_sid: str, stream_sid: str) -> bytes:
     """This connection's SIDs, and the stream token ``/voice`` would have minted, in place of the placeholders."""
-    token = stream_token.issue(TOKEN, call_sid, time.time())
+    token = stream_token.issue(TOKEN, account_sid=ACCOUNT_SID, call_sid=call_sid, params={"CallSid": call_sid},
+                               now=time.time())
     return (raw.replace(CALL.encode(), call_sid.encode()).replace(STREAM.encode(), stream_sid.encode())
             .replace(STREAM_TOKEN.encode(), token.encode()))
 

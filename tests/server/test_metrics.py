@@ -158,8 +158,11 @@ async def test_jitter_counters_reordered_gap_filled_and_dropped() -> None:
             send = lambda seq, chunk: ws.send_message(  # noqa: E731
                 emu.build_inbound_media(seq, leg.stream_sid, chunk, (chunk - 1) * 20, f))
             # 3 before 2: reordered; 3 again: duplicate; 4 missing beyond the 60 ms window: skipped
-            # (20 ms filled), then late; 9 jumps 420 ms ahead in time: 21 frames filled
+            # (20 ms filled), then late; 9 jumps 420 ms ahead in time: 21 frames filled.  Sent at
+            # the pace of their timestamps (as Twilio would): gap fills are bounded by wall time.
+            t0 = trio.current_time()
             for seq, chunk in [(1, 1), (3, 3), (2, 2), (3, 3), (5, 5), (6, 6), (7, 7), (8, 8), (4, 4), (9, 30)]:
+                await trio.sleep_until(t0 + (chunk - 1) * 0.020)
                 await send(seq, chunk)
             await leg.stop()
             with trio.fail_after(5):

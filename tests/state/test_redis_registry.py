@@ -219,6 +219,12 @@ async def test_summaries_are_json(redis_server: RedisServer) -> None:
         client = redis_server.client()
         try:
             stored = json.loads(client.get(f"twibridge:summary:{rec(1).call_sid}"))
+            # the caller's speech has a key (and a TTL: [state] transcript_ttl_s) of its own
+            transcript = json.loads(client.get(f"twibridge:transcript:{rec(1).call_sid}"))
+            ttl = client.ttl(f"twibridge:transcript:{rec(1).call_sid}")
         finally:
             client.close()
-        assert stored["transcript"] == [{"role": "user", "text": "hi"}]
+        assert stored["outcome"] == "completed" and "transcript" not in stored
+        assert transcript == [{"role": "user", "text": "hi"}]
+        assert 0 < ttl <= a.transcript_ttl_s < a.history_ttl_s
+        assert (await a.recent(1))[0]["transcript"] == transcript  # shown with its summary

@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio_websocket
 
-from support import TOKEN, Leg, bridge, make_config, media_socket, post_signed, sid, silence
+from support import ACCOUNT_SID, TOKEN, Leg, bridge, make_config, media_socket, post_signed, sid, silence
 from twibridge.agents.base import CallInfo
 from twibridge.agents.echo import EchoProvider, EchoSession
 from twibridge.config import Config
@@ -23,35 +23,65 @@ from twibridge.twilio.stream_token import InvalidStreamToken, check, issue
 
 CALL = sid("CA", 42)
 NOW = 1_790_000_000.0
+PARAMS = {"CallSid": CALL, "From": "+15005550006", "To": "+15005550001"}
+
+
+def mint(secret: str = TOKEN, call_sid: str = CALL, now: float = NOW, account_sid: str = ACCOUNT_SID,
+         params: dict[str, str] | None = None) -> str:
+    return issue(secret, account_sid=account_sid, call_sid=call_sid, params=PARAMS if params is None else params,
+                 now=now)
+
+
+def verify(token: str | None, call_sid: str = CALL, now: float = NOW, account_sid: str = ACCOUNT_SID,
+           params: dict[str, str] | None = None) -> str:
+    custom = dict(PARAMS if params is None else params)
+    if token is not None:
+        custom[stream_token.PARAMETER] = token  # as customParameters carry it: ignored by the digest
+    return check(TOKEN, token, account_sid=account_sid, call_sid=call_sid, params=custom, now=now, ttl_s=60)
 
 # ------------------------------------------------------------------ sans-IO
 
 
 def test_a_token_is_good_for_its_call_until_it_expires() -> None:
-    token = issue(TOKEN, CALL, NOW)
-    check(TOKEN, token, CALL, NOW, 60)
-    check(TOKEN, token, CALL, NOW + 60, 60)
-    check(TOKEN, token, CALL, NOW - stream_token.CLOCK_SKEW_S, 60)  # another VM's clock a little behind
-    assert issue(TOKEN, CALL, NOW) == token and issue(TOKEN, sid("CA", 43), NOW) != token
+    token = mint()
+    tid = verify(token)
+    assert verify(token, now=NOW + 60) == tid
+    verify(token, now=NOW - stream_token.CLOCK_SKEW_S)  # another VM's clock a little behind
+    assert mint() == token and mint(call_sid=sid("CA", 43)) != token
+    assert token not in tid and len(tid) == 32  # the id (for single use) is not the token
 
 
-@pytest.mark.parametrize(("token", "call_sid", "now", "why"), [
-    (None, CALL, NOW, "no twibridge_token"),
-    ("", CALL, NOW, "no twibridge_token"),
-    ("v1.1790000000", CALL, NOW, "malformed"),
-    ("v2." + issue(TOKEN, CALL, NOW).partition(".")[2], CALL, NOW, "malformed"),
-    ("v1.-5." + issue(TOKEN, CALL, NOW).rpartition(".")[2], CALL, NOW, "malformed"),
-    ("v1.99999999999999999999.x", CALL, NOW, "malformed"),
-    (issue(TOKEN, CALL, NOW), sid("CA", 43), NOW, "does not match"),  # another call's token
-    (issue("another-auth-token", CALL, NOW), CALL, NOW, "does not match"),  # minted with another key
-    (issue(TOKEN, CALL, NOW - 1)[:-1] + "A", CALL, NOW, "does not match"),  # tampered
-    (issue(TOKEN, CALL, NOW).replace(".1790000000.", ".1790000001."), CALL, NOW, "does not match"),
-    (issue(TOKEN, CALL, NOW), CALL, NOW + 61, "expired (61 s old"),
-    (issue(TOKEN, CALL, NOW + 30), CALL, NOW, "in the future"),
+@pytest.mark.parametrize(("token", "change", "why"), [
+    (None, {}, "no twibridge_token"),
+    ("", {}, "no twibridge_token"),
+    ("v2.1790000000", {}, "malformed"),
+    ("v1." + mint().partition(".")[2], {}, "malformed"),  # the old format
+    ("v2.-5." + mint().rpartition(".")[2], {}, "malformed"),
+    ("v2.99999999999999999999.x", {}, "malformed"),
+    (mint(), {"call_sid": sid("CA", 43)}, "does not match"),  # another call's token
+    (mint(), {"account_sid": "AC" + "1" * 32}, "does not match"),  # another account
+    (mint(), {"params": PARAMS | {"From": "+19005551234"}}, "does not match"),  # From changed
+    (mint(), {"params": PARAMS | {"To": "+19005551234"}}, "does not match"),  # To changed
+    (mint(), {"params": PARAMS | {"agent": "sales"}}, "does not match"),  # a parameter added
+    (mint(), {"params": {"CallSid": CALL, "From": "+15005550006"}}, "does not match"),  # one dropped
+    (mint(params=PARAMS | {"agent": "sales"}), {"params": PARAMS | {"agent": "admin"}}, "does not match"),
+    (mint(params={"CallSid": CALL, "From": "a", "To": "bc"}), {"params": {"CallSid": CALL, "From": "ab", "To": "c"}},
+     "does not match"),  # a boundary moved between values
+    (mint(secret="another-auth-token"), {}, "does not match"),  # minted with another key
+    (mint(now=NOW - 1)[:-1] + "A", {}, "does not match"),  # tampered
+    (mint().replace(".1790000000.", ".1790000001."), {}, "does not match"),
+    (mint(), {"now": NOW + 61}, "expired (61 s old"),
+    (mint(now=NOW + 30), {}, "in the future"),
 ])
-def test_bad_tokens_are_refused_with_the_reason(token: str | None, call_sid: str, now: float, why: str) -> None:
+def test_bad_tokens_are_refused_with_the_reason(token: str | None, change: dict[str, Any], why: str) -> None:
     with pytest.raises(InvalidStreamToken, match=why.replace("(", r"\(")):
-        check(TOKEN, token, call_sid, now, 60)
+        verify(token, **change)
+
+
+def test_the_digest_covers_every_parameter_but_the_token_itself() -> None:
+    assert stream_token.params_digest(PARAMS) == stream_token.params_digest(
+        {**dict(reversed(list(PARAMS.items()))), stream_token.PARAMETER: "anything"})  # order and token ignored
+    assert stream_token.params_digest(PARAMS) != stream_token.params_digest(PARAMS | {"x": ""})
 
 
 # ------------------------------------------------------------------ in the server
@@ -99,17 +129,19 @@ async def test_the_token_from_voice_opens_the_stream_and_never_reaches_the_agent
         token = await voice_token(url, CALL)
         assert token is not None
         async with media_socket(url) as ws:
-            await Leg(ws, 42).start({"CallSid": CALL, "From": "+15005550006", stream_token.PARAMETER: token},
-                                    token=False)
+            # customParameters carry back every <Parameter> of the TwiML, as Twilio's do
+            await Leg(ws, 42).start(PARAMS | {stream_token.PARAMETER: token}, token=False)
             await provider.wait_calls(1)
     assert provider.calls[0].call_sid == CALL
-    assert provider.calls[0].params == {"CallSid": CALL, "From": "+15005550006"}
+    assert provider.calls[0].params == PARAMS
 
 
 @pytest.mark.parametrize("bad", ["missing", "another call's", "expired", "forged"])
 async def test_a_stream_without_its_token_is_refused_before_any_agent(bad: str, captured_logs) -> None:
-    tokens = {"missing": None, "another call's": issue(TOKEN, sid("CA", 7), time.time()),
-              "expired": issue(TOKEN, CALL, time.time() - 61), "forged": issue("guessed", CALL, time.time())}
+    params = {"CallSid": CALL}
+    tokens = {"missing": None, "another call's": mint(call_sid=sid("CA", 7), now=time.time(), params=params),
+              "expired": mint(now=time.time() - 61, params=params),
+              "forged": mint(secret="guessed", now=time.time(), params=params)}
     server, provider = recording_bridge()
     async with server as (url, rt):
         async with media_socket(url) as healthy:  # a good call beside it goes on
@@ -155,9 +187,9 @@ async def test_simulate_call_carries_the_token_and_its_report_hides_it() -> None
     server, provider = recording_bridge()
     async with server as (url, _):
         with trio.fail_after(30):
-            result = await simulate_call(url, TOKEN, silence(300), CallOptions(speed=4.0, tail_s=0.2))
+            result = await simulate_call(url, TOKEN, silence(300), CallOptions(account_sid=ACCOUNT_SID, speed=4.0, tail_s=0.2))
     assert result.ok, result.detail
     assert len(provider.calls) == 1 and stream_token.PARAMETER not in provider.calls[0].params
     report = json.dumps(build_report(result))
     assert f'"{stream_token.PARAMETER}": "(redacted)"' in report
-    assert not re.search(r"v1\.\d+\.[\w-]{32}", report)
+    assert not re.search(r"v\d+\.\d+\.[\w-]{32}", report)

@@ -26,6 +26,21 @@ from typing import Any, Mapping, Protocol
 
 import trio
 
+# -- what an agent can make us keep or log (issue #23: a hostile or buggy agent) --
+#: Longest reply ``item_id`` accepted (longer: a protocol error, the connection is dropped).
+MAX_ITEM_ID_CHARS = 128
+#: One transcript entry is cut to this many characters.
+MAX_TRANSCRIPT_CHARS = 2048
+#: A notice (provider error text) is cut to this many characters.
+MAX_NOTICE_CHARS = 200
+#: Largest message read from an agent WebSocket (trio-websocket closes 1009 past it).
+MAX_AGENT_MESSAGE_BYTES = 256 * 1024
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters (an ellipsis marks the cut)."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:

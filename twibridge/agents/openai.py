@@ -24,7 +24,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import trio
 
 from twibridge.agents.base import AgentEvent, AgentFailed, CallInfo, HangupRequest, Transcript, TransferRequest
-from twibridge.agents.openai_protocol import RealtimeConnection, build_audio_append
+from twibridge.agents.openai_protocol import RealtimeConnection, build_audio_append, build_transfer_failed
 from twibridge.agents.websocket import AgentSocket
 from twibridge.config import Config
 from twibridge.logs import get_logger
@@ -78,6 +78,9 @@ class OpenAISession:
 
     async def mark_played(self, item_id: str, played_ms: int) -> None:
         return None  # the heard position only matters at barge-in (interrupt)
+
+    async def transfer_failed(self, reason: str) -> None:
+        await self.sock.send(*build_transfer_failed(reason))
 
     async def send_tool_result(self, call_id: str, name: str, output: Mapping[str, Any]) -> None:
         return None  # no configured functions yet: tools are the executor's (issue #17)

@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from twibridge.agents.base import (
+    MAX_ITEM_ID_CHARS, MAX_NOTICE_CHARS, MAX_TRANSCRIPT_CHARS,
     AgentEvent, AgentFailed, AgentNotice, AgentProtocolError, AudioOut, HangupRequest, ReplyDone,
-    SpeechStarted, Transcript, TransferRequest,
+    SpeechStarted, Transcript, TransferRequest, clip,
 )
 
 AUDIO_FORMAT = {"type": "audio/pcmu"}
@@ -131,6 +132,15 @@ def build_history_item(role: str, text: str) -> str:
                            "content": [{"type": kind, "text": text}]}})
 
 
+def build_transfer_failed(reason: str) -> list[str]:
+    """Tell the model its transfer did not happen, and let it say so to the caller."""
+    return [_dump({"type": "conversation.item.create",
+                   "item": {"type": "message", "role": "system", "content": [
+                       {"type": "input_text", "text": f"The transfer to a human did not happen ({reason}). "
+                                                      "Tell the caller and keep helping them."}]}}),
+            build_response_create()]
+
+
 # -- parsing helpers -----------------------------------------------------------
 
 
@@ -203,6 +213,27 @@ def parse_error(event: dict[str, Any]) -> ServerError:
 # -- the connection ------------------------------------------------------------
 
 
+def _item_id(event: dict[str, Any]) -> str:
+    item_id = _str(event, "item_id")
+    if len(item_id) > MAX_ITEM_ID_CHARS:
+        raise AgentProtocolError(f"openai: {event['type']}: 'item_id' longer than {MAX_ITEM_ID_CHARS} characters")
+    return item_id
+
+
+def _opt_key(event: dict[str, Any], key: str) -> str | None:
+    """A string field that may be absent (anything else counts as absent: never a crash)."""
+    value = event.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _remember(seen: OrderedDict[str, None], key: str) -> None:
+    """Add ``key``; forget the oldest past :data:`MAX_TRACKED_ITEMS`."""
+    seen[key] = None
+    seen.move_to_end(key)
+    while len(seen) > MAX_TRACKED_ITEMS:
+        seen.popitem(last=False)
+
+
 class RealtimeConnection:
     """One Realtime WebSocket's protocol state (see the module docstring)."""
 
@@ -211,9 +242,10 @@ class RealtimeConnection:
         self.transcribe_model = transcribe_model
         self.ready = False
         self.active_response: str | None = None
-        self.cancelled: set[str] = set()
+        # Bounded (a hostile server could name endless responses / calls).
+        self.cancelled: OrderedDict[str, None] = OrderedDict()
         self._item_ms: OrderedDict[str, int] = OrderedDict()
-        self._answered: set[str] = set()
+        self._answered: OrderedDict[str, None] = OrderedDict()
         self._outbox: list[str] = []
 
     # -- to the server --
@@ -233,7 +265,7 @@ class RealtimeConnection:
         reference advice is to skip it).
         """
         if self.active_response is not None:
-            self.cancelled.add(self.active_response)
+            _remember(self.cancelled, self.active_response)
         out = [build_response_cancel()]
         generated = self._item_ms.get(item_id) if item_id is not None else None
         if item_id is not None and generated is not None:
@@ -269,13 +301,13 @@ class RealtimeConnection:
         if kind == "response.done":
             return self._response_done(_obj(event, "response"))
         if kind == "response.output_audio.done":
-            if event.get("response_id") in self.cancelled:
+            if _opt_key(event, "response_id") in self.cancelled:
                 return []
-            return [ReplyDone(_str(event, "item_id"))]
+            return [ReplyDone(_item_id(event))]
         if kind == "response.output_audio_transcript.done":
-            return [Transcript("assistant", _str(event, "transcript"))]
+            return [Transcript("assistant", clip(_str(event, "transcript"), MAX_TRANSCRIPT_CHARS))]
         if kind == "conversation.item.input_audio_transcription.completed":
-            return [Transcript("user", _str(event, "transcript"))]
+            return [Transcript("user", clip(_str(event, "transcript"), MAX_TRANSCRIPT_CHARS))]
         if kind == "response.function_call_arguments.done":
             name = event.get("name")
             if not isinstance(name, str) or not name:
@@ -294,9 +326,9 @@ class RealtimeConnection:
         return []  # session.created, rate_limits.updated, conversation.item.*, deltas we do not need…
 
     def _audio_delta(self, event: dict[str, Any]) -> list[AgentEvent]:
-        item_id = _str(event, "item_id")
+        item_id = _item_id(event)
         delta = _str(event, "delta")
-        if event.get("response_id") in self.cancelled:
+        if _opt_key(event, "response_id") in self.cancelled:
             return []
         try:
             ulaw = base64.b64decode(delta, validate=True)
@@ -312,19 +344,21 @@ class RealtimeConnection:
         rid = response.get("id")
         if rid == self.active_response:
             self.active_response = None
-        self.cancelled.discard(rid)
+        if isinstance(rid, str):
+            self.cancelled.pop(rid, None)
         if response.get("status") == "failed":
             details = response.get("status_details")
             err = details.get("error") if isinstance(details, dict) else None
             message = str(err.get("message", "")) if isinstance(err, dict) else ""
             code = str(err.get("code", "")) if isinstance(err, dict) else ""
-            return [AgentNotice(f"response failed: {message or 'no details'}", code or "response_failed")]
+            return [AgentNotice(clip(f"response failed: {message or 'no details'}", MAX_NOTICE_CHARS),
+                                clip(code or "response_failed", 64))]
         return []
 
     def _function_call(self, call_id: str, name: str, arguments: Any) -> list[AgentEvent]:
         if call_id in self._answered:
             return []
-        self._answered.add(call_id)
+        _remember(self._answered, call_id)
         args = _arguments(arguments)
         reason = args.get("reason") if isinstance(args.get("reason"), str) else ""
         if name == END_CALL:
@@ -347,4 +381,4 @@ class RealtimeConnection:
             raise AgentFailed(f"openai rejected session.update: {err.code or err.type}: {err.message}")
         if err.code in QUIET_ERROR_CODES:
             return []
-        return [AgentNotice(err.message or err.type, err.code or err.type)]
+        return [AgentNotice(clip(err.message or err.type, MAX_NOTICE_CHARS), clip(err.code or err.type, 64))]

@@ -74,6 +74,16 @@ class AgentSupervisor:
         if self.session is not None:
             await self._guard(self.session.mark_played(item_id, played_ms))
 
+    async def transfer_failed(self, reason: str) -> None:
+        """Tell the agent its transfer did not happen (refused by ``[transfer]``, or failed).
+
+        Optional for a session (``transfer_failed(reason)``): one without it is not told.
+        """
+        notify = getattr(self.session, "transfer_failed", None)
+        if notify is not None:
+            with trio.move_on_after(self.config.connect_timeout_s):
+                await self._guard(notify(reason))
+
     async def _guard(self, aw: Awaitable[None]) -> None:
         try:
             await aw

@@ -36,6 +36,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from twibridge.agents import vapi_protocol as vp
 from twibridge.agents.base import (
+    MAX_AGENT_MESSAGE_BYTES,
     AgentDisconnected, AgentEvent, AgentNotice, AgentProtocolError, CallInfo, HangupRequest, Transcript, TransferRequest,
 )
 from twibridge.config import Config
@@ -85,7 +86,8 @@ class VapiSession:
                     return
                 async with AsyncExitStack() as stack:
                     try:
-                        ws = await stack.enter_async_context(connect_ws(url, close_timeout=CLOSE_TIMEOUT_S))
+                        ws = await stack.enter_async_context(connect_ws(
+                            url, close_timeout=CLOSE_TIMEOUT_S, max_message_size=MAX_AGENT_MESSAGE_BYTES))
                     except HandshakeError as exc:
                         status = getattr(exc, "status_code", None)
                         raise AgentDisconnected(f"vapi websocket refused the upgrade (HTTP {status})"

@@ -235,13 +235,24 @@ def _tool_calls(msg: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def transfer_target(args: Mapping[str, Any]) -> str | None:
-    """An E.164 number from a transfer request, else None (→ ``[fallback] dial``).
+def declared_parameters(msg: Mapping[str, Any]) -> dict[str, set[str]]:
+    """Tool name → the parameters its config declares (``toolWithToolCallList[].function.parameters``)."""
+    out: dict[str, set[str]] = {}
+    wrapped = msg.get("toolWithToolCallList")
+    for w in wrapped[:MAX_TOOL_CALLS] if isinstance(wrapped, list) else []:
+        fn = w.get("function") if isinstance(w, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("parameters"), dict):
+            continue
+        props, name = fn["parameters"].get("properties"), w.get("name") or fn.get("name")
+        if isinstance(name, str) and isinstance(props, dict):
+            out.setdefault(name, set()).update(k for k in props if isinstance(k, str))
+    return out
 
-    The model chose it, so it is checked: anything that is not a plain E.164
-    number (a SIP URI, an assistant name, text) falls back to the configured
-    human line rather than reaching the ``<Dial>``.
-    """
+
+def transfer_target(args: Mapping[str, Any]) -> str | None:
+    """An E.164 number from a transfer request, else None (→ ``[transfer] to``).
+
+    The model chose it: anything but a plain E.164 number falls back to the configured human."""
     for key in ("to", "number", "phoneNumber", "destination"):
         value = args.get(key)
         if isinstance(value, dict):
@@ -362,11 +373,14 @@ class VapiStream:
         return [*self._end_item(), event]
 
     def _tool_calls_msg(self, msg: Mapping[str, Any]) -> list[AgentEvent]:
+        declared = declared_parameters(msg)
         for name, args in _tool_calls(msg):
             if name in END_CALL_TOOLS:
                 return self._terminal("hangup", HangupRequest(reason=f"vapi tool {name}"))
-            if name in TRANSFER_TOOLS:
-                return self._terminal("transfer", TransferRequest(to=transfer_target(args)))
+            if name in TRANSFER_TOOLS:  # a model-written target counts only if the tool declares it
+                allowed = declared.get(name, set())
+                return self._terminal("transfer", TransferRequest(
+                    to=transfer_target({k: v for k, v in args.items() if k in allowed})))
         return []  # other tools belong to the assistant's server URL
 
     def _transfer_update(self, msg: Mapping[str, Any]) -> list[AgentEvent]:

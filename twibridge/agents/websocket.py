@@ -26,9 +26,9 @@ from typing import Any, Mapping
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, WebSocketConnection
 
-from twibridge.agents.base import AgentDisconnected, AgentEvent, AgentFailed, CallInfo
+from twibridge.agents.base import MAX_AGENT_MESSAGE_BYTES, AgentDisconnected, AgentEvent, AgentFailed, CallInfo
 from twibridge.agents.websocket_protocol import (
-    AgentConnection, build_dtmf, build_mark, build_start, build_stop,
+    AgentConnection, build_dtmf, build_mark, build_start, build_stop, build_transfer_failed,
 )
 from twibridge.config import Config
 from twibridge.logs import get_logger
@@ -114,7 +114,8 @@ class AgentSocket:
         started = False
         try:
             with trio.CancelScope() as scope:
-                async with connect_ws(url, headers, close_timeout=CLOSE_TIMEOUT_S) as ws:
+                async with connect_ws(url, headers, close_timeout=CLOSE_TIMEOUT_S,
+                                      max_message_size=MAX_AGENT_MESSAGE_BYTES) as ws:
                     sock = cls(ws, label, scope)
                     scope.shield = True
                     task_status.started(sock)
@@ -225,6 +226,9 @@ class WebsocketSession:
 
     async def mark_played(self, item_id: str, played_ms: int) -> None:
         await self.sock.send(build_mark(item_id, played_ms))
+
+    async def transfer_failed(self, reason: str) -> None:
+        await self.sock.send(build_transfer_failed(reason))
 
     async def send_tool_result(self, call_id: str, name: str, output: Mapping[str, Any]) -> None:
         return None  # no configured functions yet: tools are the executor's (issue #17)

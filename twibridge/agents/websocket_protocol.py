@@ -30,8 +30,9 @@ from collections import deque
 from typing import Any
 
 from twibridge.agents.base import (
+    MAX_ITEM_ID_CHARS, MAX_NOTICE_CHARS, MAX_TRANSCRIPT_CHARS,
     AgentEvent, AgentFailed, AgentNotice, AgentProtocolError, AudioOut, CallInfo, HangupRequest,
-    ReplyDone, SpeechStarted, Transcript, TransferRequest,
+    ReplyDone, SpeechStarted, Transcript, TransferRequest, clip,
 )
 
 PROTOCOL_VERSION = 1
@@ -92,6 +93,11 @@ def parse_message(raw: str | bytes) -> dict[str, Any]:
     return message
 
 
+def build_transfer_failed(reason: str) -> str:
+    """The agent's ``transfer`` did not happen (the call goes on with the agent)."""
+    return _dump({"type": "transfer_failed", "reason": reason})
+
+
 def _str(message: dict[str, Any], key: str, *, optional: bool = False) -> str | None:
     value = message.get(key)
     if value is None and optional:
@@ -99,6 +105,14 @@ def _str(message: dict[str, Any], key: str, *, optional: bool = False) -> str | 
     if not isinstance(value, str) or (not optional and not value):
         raise AgentProtocolError(f"agent: {message['type']}: '{key}' must be a non-empty string")
     return value
+
+
+def _item_id(message: dict[str, Any]) -> str:
+    item_id = _str(message, "item_id")
+    assert item_id is not None
+    if len(item_id) > MAX_ITEM_ID_CHARS:
+        raise AgentProtocolError(f"agent: {message['type']}: 'item_id' longer than {MAX_ITEM_ID_CHARS} characters")
+    return item_id
 
 
 class AgentConnection:
@@ -122,8 +136,7 @@ class AgentConnection:
         m = parse_message(raw)
         kind = m["type"]
         if kind == "audio":
-            item_id = _str(m, "item_id")
-            assert item_id is not None
+            item_id = _item_id(m)
             audio = m.get("audio")
             if not isinstance(audio, str):
                 raise AgentProtocolError("agent: audio: 'audio' must be a base64 string")
@@ -135,8 +148,7 @@ class AgentConnection:
                 return []
             return [AudioOut(item_id, ulaw)]
         if kind == "reply_done":
-            item_id = _str(m, "item_id")
-            assert item_id is not None
+            item_id = _item_id(m)
             return [] if item_id in self.interrupted else [ReplyDone(item_id)]
         if kind == "clear":
             return [SpeechStarted(None)]
@@ -149,10 +161,10 @@ class AgentConnection:
             if role not in ROLES:
                 raise AgentProtocolError("agent: transcript: 'role' must be 'user' or 'assistant'")
             text = _str(m, "text", optional=True) or ""
-            return [Transcript(role, text)]
+            return [Transcript(role, clip(text, MAX_TRANSCRIPT_CHARS))]
         if kind == "error":
-            message = _str(m, "message", optional=True) or "agent error"
-            code = _str(m, "code", optional=True) or ""
+            message = clip(_str(m, "message", optional=True) or "agent error", MAX_NOTICE_CHARS)
+            code = clip(_str(m, "code", optional=True) or "", 64)
             if m.get("fatal") is True:
                 raise AgentFailed(f"agent refused the call: {message}")
             return [AgentNotice(message, code)]

@@ -6,6 +6,15 @@ stream's ``stop`` that follows is not mistaken for the caller hanging up.
 Without REST credentials nothing is attempted (a warning says why) and the
 runner falls back to closing the socket, whose TwiML continues with
 ``<Hangup/>``.
+
+Two guards (issue #23): REST always acts under ``[twilio] account_sid`` —
+never an AccountSid read from the unauthenticated ``start`` event — and only
+for streams whose CallSid is proven (a stream token, or ``[twilio]
+trust_unsigned_streams = true`` set on purpose): otherwise anyone holding the
+upgrade signature could name any CallSid of the account and hang it up,
+transfer it or redirect it.  An untrusted call still ends when the agent
+hangs up: closing the stream runs the TwiML's ``<Hangup/>``.  And a transfer
+dials only what ``[transfer]`` allows (:mod:`twibridge.config.transfer`).
 """
 
 from __future__ import annotations
@@ -21,12 +30,19 @@ log = get_logger("twibridge.control")
 
 
 class CallControl:
-    def __init__(self, config: Config, call_sid: str, account_sid: str = "") -> None:
+    def __init__(self, config: Config, call_sid: str, *, trusted: bool) -> None:
         self.config = config
         self.call_sid = call_sid
-        self.account_sid = account_sid or None
+        self.trusted = trusted
+        #: Why the last :meth:`transfer` did not happen (for the agent).
+        self.transfer_error = ""
 
     def _rest(self, action: str) -> TwilioRest | None:
+        if not self.trusted:
+            log.warning("control.untrusted_stream", action=action,
+                        hint="no stream token proves this CallSid: set [twilio] trust_unsigned_streams = true "
+                             "to allow REST call control anyway")
+            return None
         rest = TwilioRest(self.config)
         problems = rest.problems()
         if problems:
@@ -40,24 +56,33 @@ class CallControl:
         if rest is None:
             return False
         try:
-            await rest.hangup(self.call_sid, account_sid=self.account_sid)
+            await rest.hangup(self.call_sid)
             return True
         except TwilioRestError as exc:
             log.warning("control.hangup_failed", error=exc.message)
             return False
 
-    async def transfer(self, to: str) -> bool:
-        """Replace the call's TwiML with ``<Dial>`` to ``to``; False if it did not happen."""
+    async def transfer(self, requested: str | None) -> bool:
+        """Replace the call's TwiML with ``<Dial>`` to what ``[transfer]`` allows for
+        ``requested`` (None: the configured human); False if it did not happen
+        (:attr:`transfer_error` says why)."""
+        to, why = self.config.transfer.target(requested, self.config.fallback.dial)
         if not to:
-            log.warning("control.transfer_no_target", hint="set [fallback] dial or have the agent name a number")
+            self.transfer_error = f"transfer refused: {why}"
+            if requested:
+                log.warning("control.transfer_refused", requested=requested[:32], reason=why)
+            else:
+                log.warning("control.transfer_no_target", hint="set [transfer] to (or [fallback] dial)")
             return False
         rest = self._rest("transfer")
         if rest is None:
+            self.transfer_error = "transfer unavailable (no REST call control for this call)"
             return False
         try:
-            await rest.transfer(self.call_sid, to, account_sid=self.account_sid)
+            await rest.transfer(self.call_sid, to)
             return True
         except TwilioRestError as exc:
+            self.transfer_error = "transfer failed at Twilio"
             log.error("control.transfer_failed", to=to, error=exc.message)
             return False
 
@@ -72,7 +97,7 @@ class CallControl:
         # Shielded: this runs while the call is being torn down.
         with trio.move_on_after(self.config.twilio.rest_timeout_s + 1, shield=True):
             try:
-                await rest.update_twiml(self.call_sid, busy(fb.say, fb.dial), account_sid=self.account_sid)
+                await rest.update_twiml(self.call_sid, busy(fb.say, fb.dial))
                 log.info("control.fallback_played", dial=bool(fb.dial))
                 return True
             except TwilioRestError as exc:

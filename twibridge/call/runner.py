@@ -24,8 +24,6 @@ shield; every cancel carries a reason that the logs repeat.
 from __future__ import annotations
 
 import statistics
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,13 +31,15 @@ import structlog
 import trio
 
 from twibridge.agents.base import (
-    AgentEvent, AgentFailed, AgentNotice, AudioOut, CallInfo, HangupRequest, ReplyDone,
-    SpeechStarted, Transcript, TransferRequest,
+    MAX_NOTICE_CHARS, MAX_TRANSCRIPT_CHARS, AgentEvent, AgentFailed, AgentNotice, AudioOut, CallInfo,
+    HangupRequest, ReplyDone, SpeechStarted, Transcript, TransferRequest, clip,
 )
 from twibridge.agents.supervisor import AgentSupervisor
 from twibridge.audio.g711 import ulaw_dbfs
+from twibridge.call import admission
 from twibridge.call.control import CallControl
 from twibridge.call.jitter import JitterBuffer
+from twibridge.call.limits import InboundRate, TranscriptKeeper, WarnLimiter
 from twibridge.logs import get_logger
 from twibridge.state.registry import CallRecord
 from twibridge.runtime import Runtime
@@ -52,9 +52,7 @@ from twibridge.audio.vad import SpeechStarted as VadSpeechStarted
 log = get_logger("twibridge.call")
 
 #: A Twilio stream sends ``start`` at once; a socket that does not is not Twilio.
-START_TIMEOUT_S = 10.0
-#: Transcript entries kept per call for the registry's summary (the latest).
-MAX_TRANSCRIPT = 100
+START_TIMEOUT_S = admission.START_TIMEOUT_S
 #: Close codes: normal, going away (shutdown), policy (peer broke protocol), our error.
 CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_ERROR = 1000, 1001, 1008, 1011
 
@@ -74,24 +72,30 @@ class _Ended(Exception):
 @dataclass
 class CallStats:
     frames_in: int = 0
-    transcript: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=MAX_TRANSCRIPT))
+    unknown_events: int = 0
+    transcript: TranscriptKeeper = field(default_factory=TranscriptKeeper)
 
 
 class Call:
     """Runs one Media Streams connection from ``start`` to teardown."""
 
-    def __init__(self, transport: Transport, rt: Runtime, remote: str = "") -> None:
+    def __init__(self, transport: Transport, rt: Runtime, remote: str = "",
+                 prestart: admission.PreStartTicket | None = None) -> None:
         self.t = transport
         self.rt = rt
         self.cfg = rt.config
         self.remote = remote
+        self.prestart = prestart  # the pre-start slot this socket holds until ``start``
         self.stats = CallStats()
+        self.warn = WarnLimiter()  # warnings a peer can trigger: the first few per kind, then counted
+        self.rate = InboundRate()
         self.state = tw.StreamState()
         self.jitter = JitterBuffer(self.cfg.turns.jitter_window_ms)
         tcfg = self.cfg.turns
         self.vad = TurnDetector(vad_threshold=tcfg.vad_threshold, debounce_ms=tcfg.debounce_ms,
                                 end_of_turn_ms=tcfg.end_of_turn_ms, echo_margin_db=tcfg.echo_margin_db)
         self.speaker = Speaker(tcfg, self.t.send, trio.Lock())
+        self.speaker.warnings = self.warn
         self.outcome: str | None = None
         self.reason = ""
         self.close_code = CLOSE_NORMAL
@@ -114,9 +118,7 @@ class Call:
             with self._scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._reader)
-                    start = await self._await_start()
-                    self._authorize(start)
-                    registered = await self._register(start)
+                    registered = await self._admit(await self._await_start())
                     nursery.start_soon(self._watchdogs)
                     nursery.start_soon(self._idle_watch)
                     nursery.start_soon(self.speaker.run)
@@ -148,14 +150,17 @@ class Call:
         self._scope.cancel(reason=f"{outcome}: {reason}")
 
     async def _await_start(self) -> tw.Start:
+        """Until ``start`` (bounded): the socket is no call yet, and not counted as one."""
         self.rt.pending += 1
         try:
             with trio.move_on_after(START_TIMEOUT_S):
                 async for ev in self._in_recv:
                     if isinstance(ev, tw.Start):
                         return ev
-            raise tw.RemoteProtocolError("no start event within 10 s")
+            raise tw.RemoteProtocolError(f"no start event within {START_TIMEOUT_S:g} s")
         finally:
+            if self.prestart is not None:
+                self.prestart.release()
             self.rt.pending -= 1
             self.rt.notify_calls_changed()  # the drain waits on rt.active, pending included
 
@@ -163,7 +168,7 @@ class Call:
         """Everything the media path needs, in place before the first frame after ``start``."""
         self.start = start
         self.speaker.stream_sid = start.stream_sid
-        self.control = CallControl(self.cfg, start.call_sid, start.account_sid)
+        self.control = CallControl(self.cfg, start.call_sid, trusted=admission.trusted(self.rt))
         p = start.custom_parameters
         self.info = CallInfo(call_sid=start.call_sid, stream_sid=start.stream_sid, account_sid=start.account_sid,
                              from_number=p.get("From", ""), to_number=p.get("To", ""),
@@ -172,34 +177,20 @@ class Call:
         self.agent = AgentSupervisor(self.rt.provider(), self.info, self.cfg.agent, self._agent_event)
         self._last_media = trio.current_time()
 
-    def _authorize(self, start: tw.Start) -> None:
-        """Refuse a stream without the token its ``/voice`` minted (before any agent connects)."""
-        tcfg = self.cfg.twilio
-        if not (tcfg.validate_signatures and tcfg.require_stream_token):
-            return
-        try:
-            stream_token.check(tcfg.auth_token.get_secret_value(), start.custom_parameters.get(stream_token.PARAMETER),
-                               start.call_sid, time.time(), tcfg.stream_token_ttl_s)
-        except stream_token.InvalidStreamToken as e:
-            self._set_outcome("refused-unsigned", str(e), CLOSE_POLICY)
-            log.warning("ws.bad_stream_token", reason=str(e), call_sid=start.call_sid, remote=self.remote)
-            raise _Ended from None
-
-    async def _register(self, start: tw.Start) -> bool:
+    async def _admit(self, start: tw.Start) -> bool:
+        """The checks at ``start`` (:mod:`twibridge.call.admission`: account, stream token,
+        max_calls, one live stream per CallSid) before any agent connects; then the call is live."""
         assert self.info is not None
         structlog.contextvars.bind_contextvars(call_sid=start.call_sid, stream_sid=start.stream_sid)
-        record = CallRecord(start.call_sid, start.stream_sid, self.info.from_number, self.info.to_number)
-        claimed = False
-        if start.call_sid not in self.rt.calls:
-            with trio.move_on_after(self.cfg.state.timeout_s) as cs:
-                claimed = await self.rt.registry.try_register(record)
-            if cs.cancelled_caught:  # registry unreachable: serve the call on local state
-                log.warning("registry.timeout", op="register")
-                claimed = True
-        if not claimed:
-            self._set_outcome("refused-duplicate", "a stream for this CallSid is already live", CLOSE_POLICY)
-            log.warning("call.duplicate_refused", remote=self.remote)
-            raise _Ended
+        try:
+            await admission.admit(self.rt, start, self.remote)
+            await admission.claim(self.rt, CallRecord(start.call_sid, start.stream_sid, self.info.from_number,
+                                                      self.info.to_number), self.remote)
+        except admission.Refused as r:
+            self._set_outcome(r.outcome, r.reason, r.code)
+            if r.fallback and self.control is not None:
+                await self.control.fallback()
+            raise _Ended from None
         self.rt.calls[start.call_sid] = self
         self.rt.notify_calls_changed()
         log.info("call.started", remote=self.remote, from_number=self.info.from_number,
@@ -216,17 +207,18 @@ class Call:
         if registered and self.start is not None:
             summary = self.summary()
             with trio.move_on_after(self.cfg.calls.teardown_timeout_s, shield=True):
-                # The transcript (if the agent gave one) goes to the registry's
-                # history only, never into the log line: it is the caller's speech.
-                await self.rt.registry.unregister(self.start.call_sid,
-                                                  {**summary, "transcript": list(self.stats.transcript)})
+                # The transcript (if the agent gave one, and [state] keep_transcripts)
+                # goes to the registry's history only, never into the log line: it
+                # is the caller's speech.
+                kept = {"transcript": list(self.stats.transcript.entries)} if self.cfg.state.keep_transcripts else {}
+                await self.rt.registry.unregister(self.start.call_sid, {**summary, **kept})
             self.rt.calls.pop(self.start.call_sid, None)
             self.rt.notify_calls_changed()
             if self.rt.metrics is not None:
                 self.rt.metrics.call_ended(summary, self.speaker.stats.reply_latency_ms,
                                            self.speaker.stats.clear_latency_ms)
             log.info("call.ended", **summary)
-        elif self.outcome in ("refused-duplicate", "refused-unsigned") and self.rt.metrics is not None:
+        elif self.outcome is not None and self.outcome.startswith("refused-") and self.rt.metrics is not None:
             self.rt.metrics.refused(self.outcome.removeprefix("refused-"))
         structlog.contextvars.unbind_contextvars("call_sid", "stream_sid")
 
@@ -256,6 +248,8 @@ class Call:
             "jitter": vars(self.jitter.stats),
             "agent_reconnects": self.agent.reconnects if self.agent else 0,
             "agent_dropped_frames": self.agent.dropped_frames if self.agent else 0,
+            "unknown_events": self.stats.unknown_events, "inbound_over_rate": self.rate.dropped,
+            "transcript_dropped": self.stats.transcript.dropped, "warnings_suppressed": self.warn.suppressed,
         }
 
     # ---------------------------------------------------------------- inbound
@@ -275,14 +269,25 @@ class Call:
                 raise tw.RemoteProtocolError(f"message too large ({len(raw)} bytes, cap {max_bytes})")
             ev = self.state.receive(tw.parse_from_twilio(raw))
             if isinstance(ev, tw.Media):
-                self._last_media = trio.current_time()
+                now = self._last_media = trio.current_time()
                 self.stats.frames_in += 1
-                for frame in self.jitter.push(ev.sequence_number, ev.timestamp, ev.payload):
+                if not self.rate.take(now):  # faster than a phone call: dropped, counted
+                    if self.rate.abusive:
+                        raise tw.RemoteProtocolError("caller media far faster than real time")
+                    if self.warn.allow("inbound_over_rate"):
+                        log.warning("call.inbound_over_rate", dropped=self.rate.dropped)
+                    continue
+                for frame in self.jitter.push(ev.sequence_number, ev.timestamp, ev.payload, now * 1000):
                     await self._caller_audio(frame.t_ms, frame.payload)
             elif isinstance(ev, tw.Unknown):
-                log.info("call.unknown_event", twilio_event=ev.event)
+                if self.start is None:  # before start, only connected/start belong
+                    raise tw.RemoteProtocolError(f"{ev.event[:40]!r} event before start")
+                self.stats.unknown_events += 1  # logged once per call, counted in the summary
+                if self.stats.unknown_events == 1:
+                    log.info("call.unknown_event", twilio_event=ev.event[:40])
             else:
                 if isinstance(ev, tw.Start):
+                    admission.check_identity(ev)
                     self._prepare(ev)
                 if isinstance(ev, tw.Stop):
                     # Recorded at once: the socket's close may cancel us before
@@ -352,10 +357,12 @@ class Call:
             if self.cfg.turns.barge_in in ("provider", "both"):
                 await self.barge_in("provider", trio.current_time())
         elif isinstance(ev, Transcript):
-            self.stats.transcript.append({"role": ev.role, "text": ev.text})
-            log.debug("call.transcript", role=ev.role, text=ev.text)
+            if not self.stats.transcript.add(ev.role, ev.text) and self.warn.allow("transcript_full"):
+                log.warning("call.transcript_full", dropped=self.stats.transcript.dropped)
+            log.debug("call.transcript", role=ev.role[:16], text=clip(ev.text, MAX_TRANSCRIPT_CHARS))
         elif isinstance(ev, AgentNotice):
-            log.warning("call.agent_notice", message=ev.message, code=ev.code)
+            if self.warn.allow("agent_notice"):
+                log.warning("call.agent_notice", message=clip(ev.message, MAX_NOTICE_CHARS), code=clip(ev.code, 64))
         elif isinstance(ev, HangupRequest):
             await self.speaker.wait_played()  # let the goodbye finish
             self._set_outcome("agent-hangup", ev.reason)
@@ -366,9 +373,12 @@ class Call:
             assert self.control is not None
             await self.speaker.wait_played()
             self._transferring = True  # before acting: the stop that follows is no hang-up
-            if await self.control.transfer(ev.to or self.cfg.fallback.dial):
+            if await self.control.transfer(ev.to):
                 self.end("transferred", "transferred to a human")
+                return
             self._transferring = False
+            if self.agent is not None:  # refused or failed: the agent is told, the call goes on
+                await self.agent.transfer_failed(self.control.transfer_error)
 
     async def barge_in(self, trigger: str, trigger_at: float, audio_ms: int | None = None) -> None:
         """The caller talks over the agent: stop, clear Twilio, tell the agent.

@@ -25,6 +25,7 @@ from twibridge.agents.base import AudioOut, ReplyDone
 from twibridge.audio.g711 import ulaw_dbfs
 from twibridge.config import TurnsConfig
 from twibridge.logs import get_logger
+from twibridge.call.limits import BoundedSet, WarnLimiter
 from twibridge.call.playout import Playout, TurnPlayout
 from twibridge.call.replies import ReplyBuffer
 from twibridge.twilio import protocol as tw
@@ -79,7 +80,9 @@ class Speaker:
         self._turn_send, self._turn_recv = trio.open_memory_channel[ReplyBuffer](MAX_QUEUED_REPLIES)
         self._filling: ReplyBuffer | None = None
         self._queued: list[ReplyBuffer] = []
-        self._cancelled: set[str] = set()
+        self._cancelled = BoundedSet()  # bounded: the agent names the ids
+        #: The call's limiter (set by the call): a flood of dropped replies logs a few, counts the rest.
+        self.warnings = WarnLimiter()
         self._current: tuple[ReplyBuffer, TurnPlayout, trio.CancelScope] | None = None
         self._last_turn: TurnPlayout | None = None
         self._turn_no = 0
@@ -100,7 +103,8 @@ class Speaker:
             try:
                 self._turn_send.send_nowait(buf)
             except trio.WouldBlock:
-                log.warning("speaker.reply_dropped", item_id=ev.item_id, reason="too many queued replies")
+                if self.warnings.allow("reply_dropped"):
+                    log.warning("speaker.reply_dropped", item_id=ev.item_id, reason="too many queued replies")
                 self._cancelled.add(ev.item_id)
                 self._filling = None
                 return

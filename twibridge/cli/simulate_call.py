@@ -139,6 +139,8 @@ def _run(cfg: Any, explicit_config: bool, ulaw: bytes, *, server: str | None, ou
         speed=1.0 if in_process else speed,
         timeout_s=None if timeout is None else timeout * (speed if in_process else 1.0),
         webhook_url=public + "/voice" if public else None,
+        # The server refuses streams naming another account than its [twilio] account_sid.
+        **({"account_sid": cfg.twilio.account_sid} if cfg.twilio.account_sid else {}),
     )
     total_ms = len(ulaw) / 8 + tail * 1000
 

@@ -21,6 +21,7 @@ from typing import Any, Mapping, get_origin
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from twibridge.config.transfer import TransferConfig
 from twibridge.config.sections import (
     AgentConfig, CallsConfig, EchoAgentConfig, FallbackConfig, LogConfig, OpenAIAgentConfig, ServerConfig,
     StateConfig, TurnsConfig, TwilioConfig, VapiAgentConfig, WebsocketAgentConfig, _Section,
@@ -28,7 +29,7 @@ from twibridge.config.sections import (
 
 __all__ = [
     "AgentConfig", "CallsConfig", "Config", "ConfigError", "EchoAgentConfig", "FallbackConfig", "LogConfig",
-    "OpenAIAgentConfig", "ServerConfig", "StateConfig", "TurnsConfig", "TwilioConfig", "VapiAgentConfig",
+    "OpenAIAgentConfig", "ServerConfig", "StateConfig", "TransferConfig", "TurnsConfig", "TwilioConfig", "VapiAgentConfig",
     "WebsocketAgentConfig", "build_config", "default_config_path", "load_config", "read_toml", "serve_problems",
     "with_overrides",
 ]
@@ -46,6 +47,7 @@ class Config(_Section):
     fallback: FallbackConfig = FallbackConfig()
     log: LogConfig = LogConfig()
     state: StateConfig = StateConfig()
+    transfer: TransferConfig = TransferConfig()
 
     def secrets(self) -> list[str]:
         """Every secret value set, so the log layer can scrub them anywhere.

@@ -45,6 +45,9 @@ class TwilioConfig(_Section):
     # Streams must carry the per-call token /voice puts in the TwiML (only
     # while validate_signatures is on): see twibridge/twilio/stream_token.py.
     require_stream_token: bool = True
+    # Without stream tokens (or signatures) a stream's CallSid is unproven: agent-driven
+    # REST call control (hang-up, transfer, fallback) stays off unless this is set on purpose.
+    trust_unsigned_streams: bool = False
     stream_token_ttl_s: float = Field(60.0, gt=0, le=3600)
     api_base_url: str = "https://api.twilio.com"
     rest_timeout_s: float = Field(10.0, gt=0, le=120)
@@ -138,3 +141,6 @@ class StateConfig(_Section):
     history_ttl_s: int = Field(7 * 24 * 3600, ge=60)
     record_ttl_s: int = Field(30, ge=5, le=3600)
     timeout_s: float = Field(1.0, gt=0, le=30)
+    # Caller transcripts (what the agent reported) are the caller's speech: kept only if asked.
+    keep_transcripts: bool = False
+    transcript_ttl_s: int = Field(24 * 3600, ge=60)

@@ -34,6 +34,7 @@ from quart_trio import QuartTrio
 
 from twibridge.server import hypercorn_fix, systemd
 from twibridge.server.asgi import ClosingHTTPConnection, MediaWebsocket, QuietWebsocketConnection
+from twibridge.call import admission
 from twibridge.call.runner import Call
 from twibridge.config import Config
 from twibridge.logs import get_logger
@@ -81,17 +82,31 @@ def create_app(rt: Runtime) -> QuartTrio:
         form = await signed_form()
         if form is None:
             return Response("invalid signature\n", status=403, content_type="text/plain")
-        call_sid = form.get("CallSid", "")
-        if rt.stopping.is_set() or await rt.cluster_active() >= cfg.server.max_calls:
+        call_sid, account_sid = str(form.get("CallSid", "")), str(form.get("AccountSid", ""))
+        if not (admission.CALL_SID.match(call_sid) and admission.ACCOUNT_SID.match(account_sid)):
+            # Twilio's SIDs never look otherwise: a signed form whose key/value boundaries were moved.
+            log.warning("voice.bad_sid", call_sid=call_sid[:40], account_sid=account_sid[:40], remote=remote_addr())
+            return Response("bad CallSid or AccountSid\n", status=400, content_type="text/plain")
+        admitted = await admission.bounded(rt, rt.registry.admitted(), 0, "admitted")
+        if rt.stopping.is_set() or max(admitted, len(rt.calls)) >= cfg.server.max_calls:
             why = "draining" if rt.stopping.is_set() else "busy"
             log.warning("voice.refused", call_sid=call_sid, reason=why, active=rt.active)
             if rt.metrics:
                 rt.metrics.refused("busy")
             return twiml(busy(cfg.fallback.say, cfg.fallback.dial))
+        # Once per CallSid (Twilio's retries of an unanswered one excepted): a replay is refused.
+        reserve_s = cfg.twilio.stream_token_ttl_s
+        if not await admission.bounded(rt, rt.registry.claim_answer(call_sid, reserve_s), True, "claim_answer"):
+            log.warning("voice.replay_refused", call_sid=call_sid, remote=remote_addr())
+            if rt.metrics:
+                rt.metrics.refused("duplicate")
+            return twiml(busy(cfg.fallback.say, cfg.fallback.dial))
         base = public_base(cfg.server.public_url, request.scheme, request.host)
         params: dict[str, str] = {k: str(form[k]) for k in ("CallSid", "From", "To") if k in form}
         if validate and cfg.twilio.require_stream_token:
-            params[stream_token.PARAMETER] = stream_token.issue(secret, call_sid, time.time())
+            # Minted over every <Parameter> the TwiML carries (add parameters above this line).
+            params[stream_token.PARAMETER] = stream_token.issue(secret, account_sid=account_sid, call_sid=call_sid,
+                                                                params=params, now=time.time())
         log.info("voice.answered", call_sid=call_sid, from_number=form.get("From", ""))
         return twiml(connect_stream(to_ws(base) + "/media-stream", base + "/stream-status", params))
 
@@ -104,6 +119,8 @@ def create_app(rt: Runtime) -> QuartTrio:
                  stream_event=form.get("StreamEvent", ""), stream_error=form.get("StreamError", ""))
         return Response("", status=204)
 
+    prestart = admission.PreStartGate()
+
     @app.websocket("/media-stream")
     async def media_stream() -> Any:
         remote = str(websocket.remote_addr or "")
@@ -115,9 +132,16 @@ def create_app(rt: Runtime) -> QuartTrio:
                 if rt.metrics:
                     rt.metrics.refused("unsigned")
                 return Response("invalid signature\n", status=403, content_type="text/plain")
-        await websocket.accept()
-        # Quart's websocket object already is a call.Transport (receive, send, close).
-        await Call(websocket._get_current_object(), rt, remote).run()  # type: ignore[attr-defined]
+        ticket = prestart.enter(remote)  # sockets before start: capped apart from calls
+        if ticket is None:
+            log.warning("ws.prestart_full", remote=remote, held=prestart.held)
+            return Response("too many streams starting\n", status=503, content_type="text/plain")
+        try:
+            await websocket.accept()
+            # Quart's websocket object already is a call.Transport (receive, send, close).
+            await Call(websocket._get_current_object(), rt, remote, ticket).run()  # type: ignore[attr-defined]
+        finally:
+            ticket.release()
         return None
 
     @app.get("/healthz")

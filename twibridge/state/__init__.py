@@ -21,4 +21,4 @@ def make_registry(config: Any) -> CallRegistry:
         return RedisRegistry(config)
     from twibridge.state.memory import MemoryRegistry
 
-    return MemoryRegistry()
+    return MemoryRegistry(answers_keep_s=config.state.history_ttl_s, transcript_ttl_s=config.state.transcript_ttl_s)

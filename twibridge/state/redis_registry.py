@@ -8,7 +8,7 @@ Why this shape:
   shorter than ``[state] timeout_s`` (80 %): the caller's own bound never has to fire,
   and a hung Redis costs one abandoned thread (the socket timeout ends it),
   never a blocked call.  Operations happen per call, never per frame.
-* Every multi-key operation is one Lua script, so it is atomic and one round
+* Every multi-key operation is one Lua script (``redis_scripts.py``), so it is atomic and one round
   trip, and it reads the clock from Redis (``TIME``), so VMs with skewed
   clocks agree on expiry.
 
@@ -18,7 +18,11 @@ databases, ``redis://host:6379/1``)::
     twibridge:call:<CallSid>   live record (JSON), SET NX EX record_ttl_s
     twibridge:live             ZSET CallSid -> expiry (Redis time): count in O(log n)
     twibridge:summary:<Sid>    call summary (JSON), EX history_ttl_s
+    twibridge:transcript:<Sid> its transcript (JSON), EX transcript_ttl_s: only with keep_transcripts
     twibridge:history          ZSET CallSid -> end time, trimmed by age and length
+    twibridge:answer:<Sid>     "first|answers|streamed": /voice answered, SET NX EX history_ttl_s
+    twibridge:reserved         ZSET CallSid -> reservation end (answered, stream not started)
+    twibridge:token:<id>       a stream token used (single use), SET NX EX token TTL
 
 A crashed instance stops refreshing: its record key expires by itself and
 its ``live`` entry is pruned on the next read (scores are expiry times), so
@@ -54,7 +58,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from twibridge.logs import get_logger
-from twibridge.state.registry import CallRecord
+from twibridge.state import redis_scripts as lua
+from twibridge.state.answers import AnswerBook
+from twibridge.state.registry import ANSWER_RETRY_WINDOW_S, MAX_ANSWERS, CallRecord
+from twibridge.state.stored import loads as _loads, loads_list as _loads_list, record as _record
 
 log = get_logger("twibridge.registry")
 
@@ -63,6 +70,7 @@ T = TypeVar("T")
 PREFIX = "twibridge:"
 LIVE = PREFIX + "live"
 HISTORY = PREFIX + "history"
+RESERVED = PREFIX + "reserved"
 #: Summaries kept in the history index at most (older ones also expire by TTL).
 MAX_HISTORY = 10_000
 #: Threads (and pooled connections) for Redis: registry calls are per call, short.
@@ -76,70 +84,6 @@ LOCAL_HISTORY = 200
 #: Circuit breaker: after a failure, skip Redis this long (doubling up to the max).
 BREAKER_MIN_S, BREAKER_MAX_S = 1.0, 10.0
 
-_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000 "
-
-# KEYS: call key, live; ARGV: sid, value, ttl.  1 = claimed, 0 = live elsewhere.
-_REGISTER = _NOW + """
-if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3]) then
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
-  return 1
-end
-return 0
-"""
-
-# Same keys/args.  Re-creates a record Redis lost; 0 = another instance owns it now.
-_REFRESH = _NOW + """
-local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[2] then
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-elseif not cur then
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-else
-  return 0
-end
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
-return 1
-"""
-
-# KEYS: call key, live, summary key, history; ARGV: sid, value ('' if none), summary,
-# history ttl, max history.  The live record is deleted only if it is still ours.
-_UNREGISTER = _NOW + """
-if ARGV[2] ~= '' and redis.call('GET', KEYS[1]) == ARGV[2] then
-  redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[2], ARGV[1])
-end
-local ttl = tonumber(ARGV[4])
-redis.call('SET', KEYS[3], ARGV[3], 'EX', ttl)
-redis.call('ZADD', KEYS[4], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - ttl)
-redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -(tonumber(ARGV[5]) + 1))
-return 1
-"""
-
-# KEYS: live.  Prune expired entries (crashed instances), then count.
-_COUNT = _NOW + """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
-return redis.call('ZCARD', KEYS[1])
-"""
-
-# KEYS: live; ARGV: call key prefix.  Prune, then the live records' JSON.
-_LIVE = _NOW + """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
-local sids = redis.call('ZRANGE', KEYS[1], 0, -1)
-if #sids == 0 then return {} end
-local keys = {}
-for i, sid in ipairs(sids) do keys[i] = ARGV[1] .. sid end
-return redis.call('MGET', unpack(keys))
-"""
-
-# KEYS: history; ARGV: summary key prefix, limit.  Newest first.
-_RECENT = """
-local sids = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
-if #sids == 0 then return {} end
-local keys = {}
-for i, sid in ipairs(sids) do keys[i] = ARGV[1] .. sid end
-return redis.call('MGET', unpack(keys))
-"""
 
 
 def call_key(call_sid: str) -> str:
@@ -148,6 +92,18 @@ def call_key(call_sid: str) -> str:
 
 def summary_key(call_sid: str) -> str:
     return f"{PREFIX}summary:{call_sid}"
+
+
+def transcript_key(call_sid: str) -> str:
+    return f"{PREFIX}transcript:{call_sid}"
+
+
+def answer_key(call_sid: str) -> str:
+    return f"{PREFIX}answer:{call_sid}"
+
+
+def token_key(token_id: str) -> str:
+    return f"{PREFIX}token:{token_id}"
 
 
 def instance_id() -> str:
@@ -173,6 +129,7 @@ class RedisRegistry:
         st = config.state
         self.record_ttl_s = int(st.record_ttl_s)
         self.history_ttl_s = int(st.history_ttl_s)
+        self.transcript_ttl_s = int(getattr(st, "transcript_ttl_s", 24 * 3600))
         self.timeout_s = float(st.timeout_s)
         self.fallback = fallback
         #: Set by the server (``rt.metrics``) so outages show in /metrics.
@@ -190,14 +147,17 @@ class RedisRegistry:
         except ValueError:
             raise ValueError("state.redis_url: not a valid redis:// / rediss:// / unix:// URL") from None
         self._scripts = {name: self._client.register_script(src) for name, src in (
-            ("register", _REGISTER), ("refresh", _REFRESH), ("unregister", _UNREGISTER),
-            ("count", _COUNT), ("live", _LIVE), ("recent", _RECENT))}
+            ("register", lua.REGISTER), ("refresh", lua.REFRESH), ("unregister", lua.UNREGISTER),
+            ("count", lua.COUNT), ("live", lua.LIVE), ("recent", lua.RECENT), ("answer", lua.ANSWER),
+            ("started", lua.STARTED), ("admitted", lua.ADMITTED))}
         self._deadline = self.timeout_s * 0.8
         self._limiter = trio.CapacityLimiter(MAX_THREADS)
         #: Records this process holds, with the exact JSON stored (ownership check).
         self._mine: dict[str, tuple[CallRecord, str]] = {}
-        self._unsent: deque[tuple[str, str, str]] = deque(maxlen=MAX_UNSENT)
+        self._unsent: deque[tuple[str, str, str, str]] = deque(maxlen=MAX_UNSENT)
         self._local_history: deque[dict[str, Any]] = deque(maxlen=LOCAL_HISTORY)
+        #: While Redis is down: this process's answers, reservations and used tokens.
+        self._answers = AnswerBook(self.history_ttl_s)
         self._down_since: float | None = None
         self._failures = 0
         self._retry_at = 0.0
@@ -249,17 +209,20 @@ class RedisRegistry:
                 return
             summary = {"call_sid": call_sid}
         full = self._complete(call_sid, summary, held[0] if held else None)
+        # The caller's speech, when kept, has its own key and TTL ([state] transcript_ttl_s).
+        transcript = full.pop("transcript", None)
         self._local_history.appendleft(full)
         blob = json.dumps(full, separators=(",", ":"), default=str)
+        tblob = json.dumps(transcript, separators=(",", ":"), default=str) if transcript else ""
 
         def op() -> None:
-            self._write_summary(call_sid, value, blob)
+            self._write_summary(call_sid, value, blob, tblob)
             self._flush_unsent()
 
         try:
             await self._run("unregister", op)
         except RegistryUnavailable:
-            self._unsent.append((call_sid, value, blob))
+            self._unsent.append((call_sid, value, blob, tblob))
             if not self.fallback:
                 raise
 
@@ -278,24 +241,59 @@ class RedisRegistry:
             if not self.fallback:
                 raise
             return [rec for rec, _ in self._mine.values()]
-        records = []
-        for blob in blobs:
-            data = _loads(blob)
-            if data is not None:
-                known = {f.name for f in dataclasses.fields(CallRecord)}
-                records.append(CallRecord(**{k: v for k, v in data.items() if k in known}))
+        records = [rec for rec in map(_record, blobs) if rec is not None]
         return sorted(records, key=lambda r: r.started_at)
 
     async def recent(self, limit: int = 50) -> list[dict[str, Any]]:
         limit = max(1, min(int(limit), MAX_HISTORY))
         try:
-            blobs = await self._run("recent", lambda: self._scripts["recent"](
-                keys=[HISTORY], args=[summary_key(""), limit]))
+            blobs, tblobs = await self._run("recent", lambda: self._scripts["recent"](
+                keys=[HISTORY], args=[summary_key(""), limit, transcript_key("")]))
         except RegistryUnavailable:
             if not self.fallback:
                 raise
             return list(self._local_history)[:limit]
-        return [d for d in map(_loads, blobs) if d is not None]
+        out = []
+        for blob, tblob in zip(blobs, tblobs):
+            d = _loads(blob)
+            if d is None:
+                continue
+            transcript = _loads_list(tblob)
+            if transcript is not None:
+                d["transcript"] = transcript
+            out.append(d)
+        return out
+
+    async def claim_answer(self, call_sid: str, reserve_s: float) -> bool:
+        # Recorded locally too, so an outage that starts now still refuses replays here.
+        local = self._answers.claim(call_sid, reserve_s, time.time())
+        try:
+            return bool(await self._run("answer", lambda: self._scripts["answer"](
+                keys=[answer_key(call_sid), RESERVED],
+                args=[call_sid, self.history_ttl_s, ANSWER_RETRY_WINDOW_S, MAX_ANSWERS, reserve_s])))
+        except RegistryUnavailable:
+            if not self.fallback:
+                raise
+            return local
+
+    async def stream_started(self, call_sid: str, token_id: str, token_ttl_s: float, once: bool) -> bool:
+        local = self._answers.started(call_sid, token_id, token_ttl_s, once, time.time())
+        try:
+            return bool(await self._run("started", lambda: self._scripts["started"](
+                keys=[answer_key(call_sid), RESERVED, token_key(token_id)],
+                args=[call_sid, token_id, max(1, int(token_ttl_s) + 1), int(once)])))
+        except RegistryUnavailable:
+            if not self.fallback:
+                raise
+            return local
+
+    async def admitted(self) -> int:
+        try:
+            return int(await self._run("admitted", lambda: self._scripts["admitted"](keys=[LIVE, RESERVED])))
+        except RegistryUnavailable:
+            if not self.fallback:
+                raise
+            return len(self._mine) + self._answers.reserved(time.time())
 
     async def ping(self) -> None:
         """Raise :class:`RegistryUnavailable` unless Redis answers (for the CLI)."""
@@ -315,10 +313,10 @@ class RedisRegistry:
     def _script(self, name: str, sid: str, value: str) -> Any:
         return self._scripts[name](keys=[call_key(sid), LIVE], args=[sid, value, self.record_ttl_s])
 
-    def _write_summary(self, sid: str, value: str, blob: str) -> None:
+    def _write_summary(self, sid: str, value: str, blob: str, transcript: str = "") -> None:
         self._scripts["unregister"](
-            keys=[call_key(sid), LIVE, summary_key(sid), HISTORY],
-            args=[sid, value, blob, self.history_ttl_s, MAX_HISTORY])
+            keys=[call_key(sid), LIVE, summary_key(sid), HISTORY, transcript_key(sid)],
+            args=[sid, value, blob, self.history_ttl_s, MAX_HISTORY, transcript, self.transcript_ttl_s])
 
     def _flush_unsent(self) -> None:
         """(In the worker thread, after a success) write summaries queued in an outage."""
@@ -385,16 +383,6 @@ class RedisRegistry:
         gauge = getattr(self.metrics, "registry_degraded", None)
         if gauge is not None:
             gauge.set(value)
-
-
-def _loads(blob: Any) -> dict[str, Any] | None:
-    if not blob:
-        return None
-    try:
-        data = json.loads(blob)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _url_password(url: str) -> str:
