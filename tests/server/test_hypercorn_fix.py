@@ -1,7 +1,8 @@
 """twibridge.server.hypercorn_fix: a write that races another task's use of the socket's send side.
 
-(The other guard, for messages above Hypercorn's size limit, is tested end to
-end in ``test_fuzz.py``.)
+(The guard for messages above Hypercorn's size limit is tested end to end in
+``test_fuzz.py``; the no-compression and connection-cap guards at the end of
+this file, against the real bridge.)
 
 Hypercorn's own ``TCPServer.protocol_send`` runs against a real loopback
 socket.  Another task holds the stream's send side outside Hypercorn's send

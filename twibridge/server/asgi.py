@@ -5,7 +5,9 @@ request/websocket objects (``asgi_http_class``, ``asgi_websocket_class``)
 and the websocket object's class (``websocket_class``).  Routing, the route
 handlers, the ``websocket`` context and error handling stay Quart's; these
 classes only take per-message work off the path from Hypercorn to the handler
-(a media stream is 50 messages a second each way, per call).
+(a media stream is 50 messages a second each way, per call).  The request
+class adds the one limit Quart lacks: a field cap on url-encoded forms
+(the body size and time caps are Quart's own settings, set in ``app.py``).
 """
 
 from __future__ import annotations
