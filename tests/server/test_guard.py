@@ -7,10 +7,14 @@ signatures; the client address behind a proxy).
 from __future__ import annotations
 
 import httpx
+import pytest
 import trio
+import trio_websocket
 
 from rawhttp import open_request, read_response
-from support import Leg, bridge, make_config, media_socket, post_signed, sid, wait_calls
+from rawws import twilio_signature
+from support import Leg, bridge, make_config, media_socket, post_signed, sid, wait_calls, ws_url
+from twibridge.agents.wsclient import connect_ws
 from twibridge.server.guard import LogBudget, forwarded_client, parse_networks, truncate
 
 VOICE = {"CallSid": sid("CA", 1), "AccountSid": "AC" + "0" * 32, "From": "+15550001", "To": "+15550002"}
@@ -83,11 +87,15 @@ async def test_per_address_cap_refuses_a_third_slow_request_and_not_other_addres
             refused = await read_response(third)  # at once, the body never read
             async with httpx.AsyncClient() as client:
                 other = await client.get(url + "/healthz", headers={"X-Forwarded-For": "198.51.100.2"})
+            with pytest.raises(trio_websocket.ConnectionRejected) as upgrade:  # a handshake counts too
+                async with connect_ws(ws_url(url), {"X-Forwarded-For": "203.0.113.9",
+                                                    "X-Twilio-Signature": twilio_signature(url)}):
+                    pass  # pragma: no cover
         for stream in (*slow, third):
             await stream.aclose()
         overload = rt.metrics.calls.labels(outcome="refused_overload")._value.get()  # type: ignore[union-attr]
     assert (refused.status, refused.headers.get("connection"), other.status_code) == (503, "close", 200)
-    assert overload == 1
+    assert upgrade.value.status_code == 503 and overload == 2
 
 
 async def test_an_accepted_media_stream_does_not_count_against_the_per_address_cap() -> None:
