@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import xml.etree.ElementTree as ET
 
 import httpx
@@ -190,7 +192,7 @@ async def test_duplicate_stream_is_counted_as_refused_duplicate() -> None:
     assert outcome(samples, "refused_duplicate") == 1
 
 
-async def get_metrics(url: str, headers: dict[str, str]) -> httpx.Response:
+async def get_metrics(url: str, headers: dict[str, Any]) -> httpx.Response:
     async with httpx.AsyncClient(timeout=5) as client:
         return await client.get(url + "/metrics", headers=headers)
 
@@ -201,8 +203,10 @@ async def get_metrics(url: str, headers: dict[str, str]) -> httpx.Response:
     {"Authorization": f"Basic {METRICS_TOKEN}"},
     {"Authorization": f"Bearer {METRICS_TOKEN}x"},
     {"Authorization": f"bearer{METRICS_TOKEN}"},
+    {"Authorization": f"Bearer {METRICS_TOKEN[:-1]}"},  # a prefix (compared in constant time, issue #23)
+    {"Authorization": b"Bearer \xff\xfe\x80"},  # not ASCII: refused, not a 500
 ])
-async def test_metrics_token_is_enforced(headers: dict[str, str], captured_logs) -> None:
+async def test_metrics_token_is_enforced(headers: dict[str, Any], captured_logs) -> None:
     async with bridge(make_config(server={"metrics_token": METRICS_TOKEN})) as (url, _):
         refused = await get_metrics(url, headers)
         allowed = await get_metrics(url, {"Authorization": f"Bearer {METRICS_TOKEN}"})

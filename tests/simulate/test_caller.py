@@ -273,3 +273,51 @@ async def test_the_whole_call_is_bounded_by_the_timeout() -> None:
     assert result.outcome is Outcome.TIMEOUT and not result.ok
     assert 0 < result.frames_sent < 30
     assert build_report(result)["events"][-1]["outcome"] == "timeout"
+
+
+# -- an untrusted --server (issue #23, item 12) ---------------------------------------------------
+
+FOREIGN_STREAM = ('<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
+                  '<Stream url="wss://bridge.example.com/media-stream"/></Connect></Response>')
+FOREIGN_CALLBACK = ('<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="{ws}/media-stream" '
+                    'statusCallback="https://bridge.example.com/stream-status"/></Connect></Response>')
+
+
+@pytest.mark.parametrize("twiml", [FOREIGN_STREAM, FOREIGN_CALLBACK], ids=["stream", "status-callback"])
+async def test_a_server_naming_another_origin_gets_no_signature_for_it(twiml: str) -> None:
+    """A server asking us to sign a production URL (one upgrade signature per deployment) is refused."""
+    bridge = FakeBridge()
+    async with serving(bridge) as url:
+        bridge.twiml = twiml.format(ws=url.replace("http", "ws", 1))
+        with trio.fail_after(20):
+            result = await simulate_call(url, TOKEN, audio(200), CallOptions(tail_s=0.1, speed=4.0))
+    assert result.outcome is Outcome.REFUSED and not result.ok
+    assert result.detail.startswith("refusing to sign https://bridge.example.com/stream-status"
+                                    if "statusCallback" in twiml else
+                                    "refusing to sign wss://bridge.example.com/media-stream"), result.detail
+    assert bridge.ws_signature_ok == [] and result.frames_sent == 0  # no upgrade, nothing signed
+
+
+async def test_a_signed_public_url_webhook_is_never_posted_to_another_non_loopback_server() -> None:
+    """public_url set: the /voice signed for production goes only to loopback or production itself."""
+    opts = CallOptions(webhook_url="https://bridge.example.com/voice")
+    with trio.fail_after(5):  # refused before any connection: 192.0.2.1 (TEST-NET) is never contacted
+        result = await simulate_call("http://192.0.2.1:8080", TOKEN, audio(100), opts)
+    assert result.outcome is Outcome.REFUSED
+    assert result.detail.startswith("refusing to sign https://bridge.example.com/voice"), result.detail
+
+
+async def test_the_cli_exits_1_for_a_server_asking_for_a_foreign_signature(tmp_path: Any) -> None:
+    import sys
+    from pathlib import Path
+
+    wav = Path(__file__).parents[1] / "fixtures" / "audio" / "hello_22k_pcm16.wav"
+    bridge = FakeBridge(twiml=FOREIGN_STREAM)
+    env = {"PATH": "/usr/bin:/bin", "TWIBRIDGE_TWILIO_AUTH_TOKEN": TOKEN}
+    async with serving(bridge) as url:
+        with trio.fail_after(30):
+            done = await trio.run_process([sys.executable, "-m", "twibridge", "simulate-call", str(wav),
+                                           "--server", url, "--quiet"], env=env, capture_stdout=True,
+                                          capture_stderr=True, check=False)
+    assert done.returncode == 1 and b"refusing to sign wss://bridge.example.com/media-stream" in done.stderr
+    assert bridge.ws_signature_ok == []

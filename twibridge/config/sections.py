@@ -9,6 +9,7 @@ must not pass silently) and holds secrets as ``SecretStr``.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -27,6 +28,19 @@ class ServerConfig(_Section):
     metrics_token: SecretStr = SecretStr("")
     max_message_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
     workers: int = Field(1, ge=1, le=64)
+    # Security hardening (issue #23, docs/security.md).  Webhook bodies: Twilio's
+    # /voice form is a few KB; past these the request is refused (413 / 408).
+    max_body_bytes: int = Field(65536, ge=4096, le=16 * 1024 * 1024)
+    max_form_fields: int = Field(200, ge=10, le=10_000)
+    body_timeout_s: float = Field(10.0, gt=0, le=120)
+    # Concurrent connections of this process (closed at accept beyond), and
+    # concurrent HTTP requests / unverified WebSocket handshakes per client address.
+    max_connections: int = Field(1000, ge=2, le=1_000_000)
+    max_connections_per_address: int = Field(50, ge=1, le=1_000_000)
+    # Addresses/CIDRs of reverse proxies whose X-Forwarded-For names the client.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Signatures off on a non-loopback host: refused at start unless this is true.
+    allow_unsigned_public: bool = False
 
     @model_validator(mode="after")
     def _check_public_url(self) -> ServerConfig:
@@ -35,6 +49,11 @@ class ServerConfig(_Section):
             raise ValueError(f"server.public_url: expected an http(s):// URL, got {url!r}")
         if "?" in url or "#" in url:
             raise ValueError("server.public_url: must not contain a query string or fragment")
+        for entry in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"server.trusted_proxies: {entry!r} is not an IP address or CIDR") from None
         return self
 
 

@@ -21,6 +21,8 @@ Hypercorn alone would drop them with 1006 after 3 s.
 from __future__ import annotations
 
 import contextlib
+import hmac
+import math
 import signal
 import time
 from contextlib import asynccontextmanager
@@ -33,8 +35,9 @@ from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
 from twibridge.server import hypercorn_fix, systemd
-from twibridge.server.asgi import ClosingHTTPConnection, MediaWebsocket, QuietWebsocketConnection
 from twibridge.call import admission
+from twibridge.server.asgi import CappedRequest, ClosingHTTPConnection, MediaWebsocket, QuietWebsocketConnection
+from twibridge.server.guard import Guard, LogBudget, truncate
 from twibridge.call.runner import Call
 from twibridge.config import Config
 from twibridge.logs import get_logger
@@ -53,24 +56,46 @@ def create_app(rt: Runtime) -> QuartTrio:
     app.asgi_http_class = ClosingHTTPConnection
     app.asgi_websocket_class = QuietWebsocketConnection
     app.websocket_class = MediaWebsocket
+    app.request_class = CappedRequest
+    # Webhook bodies (docs/security.md): a Twilio form is a few KB.  Quart's
+    # defaults (16 MiB, 60 s, no url-encoded field cap) let one unsigned request
+    # hold the loop that carries every call's audio.
+    app.config.update(MAX_CONTENT_LENGTH=cfg.server.max_body_bytes, MAX_FORM_MEMORY_SIZE=cfg.server.max_body_bytes,
+                      MAX_FORM_PARTS=cfg.server.max_form_fields, BODY_TIMEOUT=cfg.server.body_timeout_s)
     secret = cfg.twilio.auth_token.get_secret_value()
     checker = SignatureChecker(secret)
     validate = cfg.twilio.validate_signatures
+    bad_signatures = LogBudget()
 
     def remote_addr() -> str:
         return str(request.remote_addr or "")
 
+    def refused_unsigned(event: str, remote: str, path: str, url: str) -> None:
+        """One bad signature: counted always, logged in full only within the budget (URL truncated)."""
+        if rt.metrics:
+            rt.metrics.refused("unsigned")
+        if bad_signatures.take():
+            log.warning(event, path=truncate(path), remote=remote, signed_url=truncate(url))
+        elif bad_signatures.summary_due():
+            log.warning("server.bad_signatures_suppressed", refused_total=bad_signatures.seen,
+                        last_remote=remote, message="further bad signatures are logged at 2x counts; "
+                        "twibridge_calls_total{outcome=\"refused_unsigned\"} counts each")
+
     async def signed_form() -> dict[str, Any] | None:
-        """The form if its signature is valid (or checks are off), else None."""
+        """The form if its signature is valid (or checks are off), else None.
+
+        No signature header at all: refused before the body is read.
+        """
+        if validate and not request.headers.get("X-Twilio-Signature"):
+            refused_unsigned("http.bad_signature", remote_addr(), request.path, "(no X-Twilio-Signature header)")
+            return None
         form = await request.form
         if not validate:
             return form.to_dict()
         url = signed_url(cfg.server.public_url, request.scheme, request.host, request.path,
                          request.query_string.decode("latin-1"))
         if not checker.valid(url, form, request.headers.get("X-Twilio-Signature")):
-            log.warning("http.bad_signature", path=request.path, remote=remote_addr(), signed_url=url)
-            if rt.metrics:
-                rt.metrics.refused("unsigned")
+            refused_unsigned("http.bad_signature", remote_addr(), request.path, url)
             return None
         return form.to_dict()
 
@@ -128,9 +153,7 @@ def create_app(rt: Runtime) -> QuartTrio:
             url = signed_url(cfg.server.public_url, websocket.scheme, websocket.host, websocket.path,
                              websocket.query_string.decode("latin-1"), websocket=True)
             if not checker.valid(url, {}, websocket.headers.get("X-Twilio-Signature")):
-                log.warning("ws.bad_signature", remote=remote, signed_url=url)
-                if rt.metrics:
-                    rt.metrics.refused("unsigned")
+                refused_unsigned("ws.bad_signature", remote, websocket.path, url)
                 return Response("invalid signature\n", status=403, content_type="text/plain")
         ticket = prestart.enter(remote)  # sockets before start: capped apart from calls
         if ticket is None:
@@ -151,7 +174,8 @@ def create_app(rt: Runtime) -> QuartTrio:
     @app.get("/metrics")
     async def metrics() -> Response:
         token = cfg.server.metrics_token.get_secret_value()
-        if token and request.headers.get("Authorization", "") != f"Bearer {token}":
+        given = request.headers.get("Authorization", "").encode("latin-1")  # as received
+        if token and not hmac.compare_digest(given, f"Bearer {token}".encode()):
             return Response("unauthorized\n", status=401, content_type="text/plain")
         if rt.metrics is None:
             return Response("metrics disabled\n", status=404, content_type="text/plain")
@@ -172,6 +196,11 @@ def hypercorn_config(config: Config, host: str, port: int) -> HypercornConfig:
     # events to the app, so the call lingers until the idle timeout.
     hc.websocket_max_message_size = 2 * config.server.max_message_bytes
     hc.graceful_timeout = config.calls.teardown_timeout_s + 1
+    # A socket silent this long is dead: longer than a call's own idle timeout
+    # (which ends it first, with its fallback); the body timeout covers slow
+    # bodies, keep_alive_timeout (5 s) slow or idle request heads.
+    hc.read_timeout = math.ceil(config.calls.idle_timeout_s) + 10
+    setattr(hc, hypercorn_fix.CAP_ATTRIBUTE, hypercorn_fix.ConnectionCap(config.server.max_connections))
     return hc
 
 
@@ -225,6 +254,10 @@ async def serve(
     hc = hypercorn_config(config, host or config.server.host, config.server.port if port is None else port)
     if fd is not None:
         hc.bind = [f"fd://{fd}"]
+    cap: hypercorn_fix.ConnectionCap = getattr(hc, hypercorn_fix.CAP_ATTRIBUTE)
+    if rt.metrics is not None:
+        metrics = rt.metrics
+        cap.on_refused = lambda: metrics.refused("overload")
     notifier = systemd.Notifier.from_environ()
     watchdog_s = systemd.watchdog_period()
     if rt.metrics is not None and getattr(rt.registry, "metrics", False) is None:
@@ -254,7 +287,10 @@ async def serve(
         with receiver or contextlib.nullcontext() as signals:
             async with trio.open_nursery() as nursery:
                 async def run_hypercorn(task_status: trio.TaskStatus[list[str]]) -> None:
-                    await hypercorn_serve(create_app(rt), hc, shutdown_trigger=trigger, task_status=task_status)
+                    app = Guard(create_app(rt), trusted_proxies=config.server.trusted_proxies,
+                                per_address=config.server.max_connections_per_address,
+                                on_refused=cap.on_refused)
+                    await hypercorn_serve(app, hc, shutdown_trigger=trigger, task_status=task_status)
                     nursery.cancel_scope.cancel(reason="server stopped")  # ends the tasks below
 
                 if signals is not None:

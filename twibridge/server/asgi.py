@@ -5,24 +5,62 @@ request/websocket objects (``asgi_http_class``, ``asgi_websocket_class``)
 and the websocket object's class (``websocket_class``).  Routing, the route
 handlers, the ``websocket`` context and error handling stay Quart's; these
 classes only take per-message work off the path from Hypercorn to the handler
-(a media stream is 50 messages a second each way, per call).
+(a media stream is 50 messages a second each way, per call).  The request
+class adds the one limit Quart lacks: a field cap on url-encoded forms
+(the body size and time caps are Quart's own settings, set in ``app.py``).
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl
 
 import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
+from quart.formparser import FormDataParser
 from quart.signals import websocket_received, websocket_sent
+from quart.wrappers.request import Body
 from quart_trio.asgi import TrioASGIHTTPConnection, TrioASGIWebsocketConnection
-from quart_trio.wrappers import TrioWebsocket
-from werkzeug.datastructures import Headers
+from quart_trio.formparser import TrioFormDataParser
+from quart_trio.wrappers import TrioRequest, TrioWebsocket
+from werkzeug.datastructures import Headers, MultiDict
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from twibridge.twilio.protocol import RemoteProtocolError
 
 #: Hypercorn's close code for a message above its ``websocket_max_message_size``.
 MESSAGE_TOO_BIG = 1009
+
+
+async def _parse_urlencoded(parser: FormDataParser, body: Body, mimetype: str, content_length: int | None,
+                            options: dict[str, str]) -> tuple[MultiDict[Any, Any], MultiDict[Any, Any]]:
+    data: bytes = await body
+    try:
+        form = parse_qsl(data.decode(), keep_blank_values=True, max_num_fields=parser.max_form_parts)
+    except UnicodeDecodeError:
+        raise  # a ValueError: Quart's silent parse answers an empty form
+    except ValueError:  # "Max number of fields exceeded"
+        raise RequestEntityTooLarge(f"more than {parser.max_form_parts} form fields") from None
+    cls = parser.cls or MultiDict
+    return cls(form), cls()
+
+
+class CappedFormParser(TrioFormDataParser):
+    """Quart's form parser, with its field cap (``MAX_FORM_PARTS``) on url-encoded forms too.
+
+    Quart 0.22 applies ``MAX_FORM_PARTS`` to multipart bodies only; Twilio
+    posts ``application/x-www-form-urlencoded``.  Past the cap: 413.
+    """
+
+    parse_functions = {
+        **TrioFormDataParser.parse_functions,
+        "application/x-www-form-urlencoded": _parse_urlencoded,
+        "application/x-url-encoded": _parse_urlencoded,
+    }
+
+
+class CappedRequest(TrioRequest):
+    form_data_parser_class = CappedFormParser
 
 
 class ClosingHTTPConnection(TrioASGIHTTPConnection):

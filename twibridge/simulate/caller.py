@@ -39,7 +39,8 @@ from twibridge.logs import get_logger
 from twibridge.simulate.events import EventLog
 from twibridge.simulate.playback import PlaybackBuffer
 from twibridge.simulate.record import CallOptions, CallResult, Outcome
-from twibridge.simulate.twiml import StreamVerb, TwimlError, TwimlPlan, new_sid, parse_twiml, sign, voice_params
+from twibridge.simulate.twiml import (StreamVerb, TwimlError, TwimlPlan, is_loopback, new_sid, origin, parse_twiml,
+                                      sign, signable, voice_params)
 from twibridge.twilio import emulation as emu
 from twibridge.twilio import protocol as p
 from twibridge.twilio import stream_token
@@ -119,6 +120,10 @@ class _Call:
     async def fetch_twiml(self, http: httpx.AsyncClient) -> TwimlPlan | None:
         posted = self.server + self.opts.voice_path
         signed = self.opts.webhook_url or posted
+        if origin(signed) != origin(posted) and not is_loopback(posted):
+            self.end(Outcome.REFUSED, f"refusing to sign {signed} (public_url) for a POST to {posted}: only "
+                     "for a server on that origin or on loopback (it would hand that server a valid webhook)")
+            return None
         params = voice_params(self.r.call_sid, self.r.account_sid, self.opts.from_number, self.opts.to_number)
         headers = {"X-Twilio-Signature": sign(self.token, signed, params), "User-Agent": "TwilioProxy/1.1"}
         self.events.add(0.0, "to_server", "voice", url=signed)
@@ -144,6 +149,12 @@ class _Call:
             plan = parse_twiml(resp.content, allow_ws=urlsplit(signed).scheme == "http")
         except TwimlError as exc:
             self.end(Outcome.REFUSED, f"TwiML refused: {exc}")
+            return None
+        foreign = [u for u in (plan.stream.url, plan.stream.status_callback) if u and not signable(u, signed)] \
+            if plan.stream else []
+        if foreign:
+            self.end(Outcome.REFUSED, f"refusing to sign {foreign[0]}: not on the origin of {signed}, the webhook "
+                     "we signed (the server asked for a signature on another site's URL)")
             return None
         for warning in plan.warnings:
             self.error(warning)

@@ -181,3 +181,25 @@ def parse_twiml(text: str | bytes, *, allow_ws: bool = False) -> TwimlPlan:
             # someone else, which a simulation cannot follow.
             break
     return TwimlPlan(tuple(before), stream, tuple(after), tuple(warnings))
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) with ws→http and wss→https: a Stream URL and its webhook share one."""
+    u = urlsplit(url)
+    scheme = {"ws": "http", "wss": "https"}.get(u.scheme.lower(), u.scheme.lower())
+    return scheme, (u.hostname or "").lower(), u.port or (443 if scheme == "https" else 80)
+
+
+def is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def signable(url: str, signed_webhook: str) -> bool:
+    """May we sign ``url`` (a Stream or statusCallback the server named)?
+
+    Only on the origin of the webhook we signed ourselves.  A server that
+    names another origin is asking us for a valid signature on someone else's
+    URL (e.g. the production ``wss://`` upgrade, one value per deployment).
+    """
+    return origin(url) == origin(signed_webhook)
