@@ -44,7 +44,7 @@ from twibridge.logs import get_logger
 from twibridge.runtime import Runtime
 from twibridge.twilio import stream_token
 from twibridge.twilio.signature import SignatureChecker, public_base, signed_url, to_ws
-from twibridge.twilio.twiml import busy, connect_stream
+from twibridge.twilio.twiml import busy, connect_stream, xml_safe
 
 log = get_logger("twibridge.server")
 hypercorn_fix.install()
@@ -127,7 +127,8 @@ def create_app(rt: Runtime) -> QuartTrio:
                 rt.metrics.refused("duplicate")
             return twiml(busy(cfg.fallback.say, cfg.fallback.dial))
         base = public_base(cfg.server.public_url, request.scheme, request.host)
-        params: dict[str, str] = {k: str(form[k]) for k in ("CallSid", "From", "To") if k in form}
+        # XML-safe before the token binds them: start.customParameters carries what the TwiML said.
+        params: dict[str, str] = {k: xml_safe(str(form[k])) for k in ("CallSid", "From", "To") if k in form}
         if validate and cfg.twilio.require_stream_token:
             # Minted over every <Parameter> the TwiML carries (add parameters above this line).
             params[stream_token.PARAMETER] = stream_token.issue(secret, account_sid=account_sid, call_sid=call_sid,
