@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from support import Leg, bridge, make_config, media_socket, silence
-from twibridge.agents.base import AgentEvent, AudioOut, CallInfo, ReplyDone
+from twibridge.agents.base import AgentEvent, AudioOut, CallInfo, ReplyDone, SpeechStarted
 from twibridge.call.speaker import LOW_WATER_S, SEND_TIMEOUT_S, Speaker
 from twibridge.server.app import make_runtime
 from twibridge.twilio import protocol as tw
@@ -34,18 +34,16 @@ class StreamingAgent:
     def __init__(self, piece_ms: int = 20, reply_ms: int = 1000) -> None:
         self.piece_ms, self.reply_ms = piece_ms, reply_ms
 
+    async def speak(self, send: trio.MemorySendChannel[AgentEvent]) -> None:
+        t0 = trio.current_time()
+        for i in range(self.reply_ms // self.piece_ms):
+            await trio.sleep_until(t0 + i * self.piece_ms / 1000)  # the agent's own pace
+            await send.send(AudioOut("r1", b"\x10" * (8 * self.piece_ms)))
+        await send.send(ReplyDone("r1"))
+
     async def connect(self, call: CallInfo, nursery: trio.Nursery) -> Any:
-        agent = self
         send, recv = trio.open_memory_channel[AgentEvent](256)
-
-        async def speak() -> None:
-            t0 = trio.current_time()
-            for i in range(agent.reply_ms // agent.piece_ms):
-                await trio.sleep_until(t0 + i * agent.piece_ms / 1000)  # the agent's own pace
-                await send.send(AudioOut("r1", b"\x10" * (8 * agent.piece_ms)))
-            await send.send(ReplyDone("r1"))
-
-        nursery.start_soon(speak)
+        nursery.start_soon(self.speak, send)
 
         class Session:
             async def send_audio(self, ulaw: bytes) -> None: ...
@@ -80,6 +78,47 @@ async def test_a_real_time_stream_goes_out_as_it_comes_with_a_mark_per_chunk() -
     assert max(sizes) <= 8 * CHUNK_MS
     assert len(marks) <= 1000 // CHUNK_MS + 1 < len(sizes)  # not a mark per message
     assert marks[-1].endswith(":1000")  # the reply's end is marked
+
+
+class InterruptedAgent(StreamingAgent):
+    """Speaks a 3 s reply in 100 ms deltas, then hears the caller: ``SpeechStarted``."""
+
+    def __init__(self, cut_after_s: float) -> None:
+        super().__init__(piece_ms=100, reply_ms=3000)
+        self.cut_after_s = cut_after_s
+
+    async def speak(self, send: trio.MemorySendChannel[AgentEvent]) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(super().speak, send.clone())
+            await trio.sleep(self.cut_after_s)
+            await send.send(SpeechStarted())
+
+
+async def test_fifty_calls_each_get_the_clear_of_their_barge_in(captured_logs: Any) -> None:
+    """Issue #23 item 5 through real sockets: every ``call.barge_in`` has its ``clear`` on the wire."""
+    cfg = make_config(turns={"barge_in": "provider"})
+    rt = make_runtime(cfg)
+    cuts = iter(range(50))
+    rt.provider_factory = lambda _cfg: InterruptedAgent(0.3 + next(cuts) * 0.0071)  # type: ignore[assignment,return-value]
+    clears: list[int] = []
+
+    async def one_call(n: int, url: str) -> None:
+        async with media_socket(url) as ws:
+            leg = Leg(ws, 100 + n)
+            await leg.start()
+            await leg.media(silence(20))
+            while not any(isinstance(e, tw.OutClear) for e in leg.received):
+                await leg.collect(idle_s=0.2)
+            clears.append(sum(isinstance(e, tw.OutClear) for e in leg.received))
+            await leg.stop()
+
+    with trio.fail_after(60):
+        async with bridge(cfg, rt) as (url, _):
+            async with trio.open_nursery() as nursery:
+                for n in range(50):
+                    nursery.start_soon(one_call, n, url)
+    assert len(captured_logs.events("call.barge_in")) == 50
+    assert clears == [1] * 50
 
 
 # --------------------------------------------------------------------------- the model
