@@ -65,6 +65,8 @@ class Plan:
     #: 0: no caps, the uncapped comparison.
     worker_cpu_pct: float = WORKER_CPU_PCT
     worker_cpu_period_us: int = WORKER_CPU_PERIOD_US
+    #: The first-audio section: these N for each agent pacing and server.
+    first_audio_ns: list[int] = field(default_factory=lambda: [1, 50])
 
 
 def make_plan(quick: bool, sections: list[str], worker_cpu_pct: float = WORKER_CPU_PCT) -> Plan:
@@ -103,6 +105,27 @@ async def _fake_realtime(nursery: trio.Nursery) -> tuple[dict[str, str], list[Se
     url = fake.url.replace("http://", "ws://") + "/v1/realtime"
     return {"TWIBRIDGE_AGENT_PROVIDER": "openai", "TWIBRIDGE_AGENT_OPENAI_API_KEY": FAKE_KEY,
             "TWIBRIDGE_AGENT_OPENAI_URL": url, "BENCH_FAKE_URL": url, "OPENAI_API_KEY": FAKE_KEY}, [fake]
+
+
+def _fake_agent(pacing: str) -> Callable[[trio.Nursery], Awaitable[tuple[dict[str, str], list[ServerProcess]]]]:
+    async def start(nursery: trio.Nursery) -> tuple[dict[str, str], list[ServerProcess]]:
+        fake = ServerProcess([PY, "-m", "bench.fake_agent", "--pacing", pacing], bench_env(), f"fake-agent-{pacing}")
+        await fake.start(nursery)
+        url = fake.url.replace("http://", "ws://") + "/agent"
+        return {"TWIBRIDGE_AGENT_PROVIDER": "websocket", "TWIBRIDGE_AGENT_WEBSOCKET_URL": url,
+                "BENCH_AGENT_URL": url}, [fake]
+    return start
+
+
+#: The first-audio section's agents (``bench.fake_agent --pacing``) and servers.
+PACINGS = {"realtime": "real time, 20 ms per message", "bursty": "100 ms per message at 2× real time",
+           "big": "one message per 1 s reply"}
+
+
+def first_audio_kinds(pacing: str) -> dict[str, Kind]:
+    serve = [PY, "-m", "twibridge", "serve", "--host", "127.0.0.1", "--port", "0"]
+    return {"forwarder": Kind([PY, "-m", "bench.forwarder"], bench_env(), before=_fake_agent(pacing)),
+            "twibridge-ws": Kind(serve, bench_env(), before=_fake_agent(pacing))}
 
 
 def kinds() -> dict[str, Kind]:
@@ -439,6 +462,15 @@ async def run_async(plan: Plan) -> dict[str, Any]:
         out["barge"] = rows
     if "workers" in plan.sections:
         out.update(await workers_section(plan))
+    if "first-audio" in plan.sections:
+        rows = []
+        for pacing in PACINGS:
+            for n in plan.first_audio_ns:
+                for name, kind in first_audio_kinds(pacing).items():
+                    row = await measure(name, n, plan, script="agent", kind=kind)
+                    row["pacing"] = pacing
+                    rows.append(row)
+        out["first_audio"] = rows
     if "agent" in plan.sections:
         from bench import sample_leg
 
@@ -484,11 +516,14 @@ def print_report(res: dict[str, Any]) -> None:
         p("## Bridge latency (passthrough agent)\n\n" + report.latency_table(res["latency"]) + "\n")
     if "barge" in res:
         p("## Barge-in: trigger → `clear` on the wire\n\n" + report.barge_table(res["barge"]) + "\n")
+    if "first_audio" in res:
+        p("## Time to first audio: agent's send → `media` on the Twilio socket (`provider = \"websocket\"`)\n\n"
+          + report.first_audio_table(res["first_audio"]) + "\n")
     if "codec_table" in res:
         p("## Codec (bench.codec)\n\n" + res["codec_table"] + "\n")
 
 
-SECTIONS = ["startup", "codec", "capacity", "latency", "barge", "workers", "agent"]
+SECTIONS = ["startup", "codec", "capacity", "latency", "barge", "first-audio", "workers", "agent"]
 
 
 def main(argv: list[str] | None = None) -> int:
