@@ -224,9 +224,17 @@ class Speaker:
         Raises:
             RemoteProtocolError: the socket took no data for ``SEND_TIMEOUT_S``.
         """
-        async with self._lock:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        lock = self._lock
+        try:
+            lock.acquire_nowait()  # uncontended: no trip through the scheduler
+        except trio.WouldBlock:
+            await lock.acquire()  # behind a barge-in's clear (or the speaker's message)
+        try:
             with trio.move_on_after(SEND_TIMEOUT_S, shield=True) as scope:
                 await self._send(message)
+        finally:
+            lock.release()
         if scope.cancelled_caught:
             raise tw.RemoteProtocolError(f"Twilio socket took no data for {SEND_TIMEOUT_S:g} s")
         self.stats.messages_out += 1
