@@ -107,27 +107,6 @@ async def _fake_realtime(nursery: trio.Nursery) -> tuple[dict[str, str], list[Se
             "TWIBRIDGE_AGENT_OPENAI_URL": url, "BENCH_FAKE_URL": url, "OPENAI_API_KEY": FAKE_KEY}, [fake]
 
 
-def _fake_agent(pacing: str) -> Callable[[trio.Nursery], Awaitable[tuple[dict[str, str], list[ServerProcess]]]]:
-    async def start(nursery: trio.Nursery) -> tuple[dict[str, str], list[ServerProcess]]:
-        fake = ServerProcess([PY, "-m", "bench.fake_agent", "--pacing", pacing], bench_env(), f"fake-agent-{pacing}")
-        await fake.start(nursery)
-        url = fake.url.replace("http://", "ws://") + "/agent"
-        return {"TWIBRIDGE_AGENT_PROVIDER": "websocket", "TWIBRIDGE_AGENT_WEBSOCKET_URL": url,
-                "BENCH_AGENT_URL": url}, [fake]
-    return start
-
-
-#: The first-audio section's agents (``bench.fake_agent --pacing``) and servers.
-PACINGS = {"realtime": "real time, 20 ms per message", "bursty": "100 ms per message at 2× real time",
-           "big": "one message per 1 s reply"}
-
-
-def first_audio_kinds(pacing: str) -> dict[str, Kind]:
-    serve = [PY, "-m", "twibridge", "serve", "--host", "127.0.0.1", "--port", "0"]
-    return {"forwarder": Kind([PY, "-m", "bench.forwarder"], bench_env(), before=_fake_agent(pacing)),
-            "twibridge-ws": Kind(serve, bench_env(), before=_fake_agent(pacing))}
-
-
 def kinds() -> dict[str, Kind]:
     serve = [PY, "-m", "twibridge", "serve", "--host", "127.0.0.1", "--port", "0"]
     provider_barge = {"TWIBRIDGE_TURNS_BARGE_IN": "provider"}
@@ -463,14 +442,9 @@ async def run_async(plan: Plan) -> dict[str, Any]:
     if "workers" in plan.sections:
         out.update(await workers_section(plan))
     if "first-audio" in plan.sections:
-        rows = []
-        for pacing in PACINGS:
-            for n in plan.first_audio_ns:
-                for name, kind in first_audio_kinds(pacing).items():
-                    row = await measure(name, n, plan, script="agent", kind=kind)
-                    row["pacing"] = pacing
-                    rows.append(row)
-        out["first_audio"] = rows
+        from bench import first_audio
+
+        out["first_audio"] = await first_audio.section(plan)
     if "agent" in plan.sections:
         from bench import sample_leg
 
