@@ -28,7 +28,9 @@ Scripts: ``echo`` (1.5 s tone, 2.5 s silence, repeated: the echo agent
 answers in the silence), ``echo-barge`` (1.5 s tone, 1.2 s silence: the next
 utterance talks over the reply → local-VAD barge-in), ``passthrough``
 (tagged frames; ``--barge-every-s`` adds a ``BRG!`` frame that the
-passthrough agent turns into a provider barge-in signal).
+passthrough agent turns into a provider barge-in signal), ``agent`` (the
+caller is silent; :mod:`bench.fake_agent` speaks on its own schedule with
+every 20 ms of its audio tagged: time to first audio, later frames, gaps).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ FRAME_S = 0.020
 FRAME_BYTES = 160
 SILENCE = b"\xff" * FRAME_BYTES
 SEQ_TAG, BARGE_TAG = b"SEQ!", b"BRG!"
+#: ``bench.fake_agent``'s tag on every 20 ms of reply audio: reply no., frame no., monotonic send time.
+AGENT_TAG = b"FA!!"
 #: Echo script: talk this many frames, then stay quiet this many.
 TALK_FRAMES, QUIET_FRAMES = 75, 125
 BARGE_QUIET_FRAMES = 60
@@ -85,7 +89,7 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def dist(values: list[float]) -> dict[str, Any]:
-    return {"n": len(values), "p50": pct(values, 0.5), "p99": pct(values, 0.99),
+    return {"n": len(values), "p50": pct(values, 0.5), "p95": pct(values, 0.95), "p99": pct(values, 0.99),
             "max": max(values) if values else None}
 
 
@@ -159,6 +163,10 @@ class Shared:
     frame_latency_ms: list[float] = field(default_factory=list)
     newest_latency_ms: list[float] = field(default_factory=list)
     send_late_ms: list[float] = field(default_factory=list)
+    first_audio_ms: list[float] = field(default_factory=list)
+    later_frame_ms: list[float] = field(default_factory=list)
+    bridge_gap_ms: list[float] = field(default_factory=list)
+    marks_in: int = 0
     frames_sent: int = 0
     connected: int = 0
     failed: Counter[str] = field(default_factory=Counter)
@@ -178,7 +186,12 @@ class Caller:
         self.marks: deque[list[Any]] = deque()  # [due, name]
         self.play_end = 0.0
         self.last_turn: str | None = None
-        self.pending: tuple[float, int] | None = None  # (arrival, ms) of the media before a mark
+        #: (arrival, ms) of each media since the last mark: a mark names their turn
+        #: (twibridge marks every ``chunk_ms`` of audio, not every message).
+        self.pending: list[tuple[float, int]] = []
+        #: ``--script agent``: the caller's playback of the tagged reply audio (monotonic clock).
+        self.fa_reply = -1
+        self.fa_play_end = 0.0
         self.sent_at: dict[int, float] = {}
         self.talk_end_at: float | None = None
         self.talk_start_at: float | None = None
@@ -192,6 +205,8 @@ class Caller:
 
     def payload(self, k: int, now: float) -> bytes:
         script = self.a.script
+        if script == "agent":
+            return SILENCE
         if script == "passthrough":
             every = self.a.barge_every_frames
             if every and k % every == (self.i * 37) % every and k > 0:
@@ -283,29 +298,32 @@ class Caller:
         if ev == "media":
             p = d["media"]["payload"]
             nbytes = len(p) * 3 // 4 - (p[-2:].count("=") if p else 0)
-            self.pending = (now, nbytes // 8)
+            self.pending.append((now, nbytes // 8))
             self.got_media = True
             self.sh.media_in += 1
             if self.a.script == "passthrough":
                 self._frame_latency(base64.b64decode(p), now)
+            elif self.a.script == "agent":
+                self._first_audio(base64.b64decode(p), time.monotonic())
         elif ev == "mark":
             name = d["mark"]["name"]
             parts = name.split(":")
             # Our mark names carry the turn; other servers' (e.g. Twilio's sample: "responsePart")
             # do not: then a turn is the reply to the caller's latest utterance.
             turn = parts[1] if len(parts) == 3 else f"u{self.talks_ended}"
+            self.sh.marks_in += 1
             due = now
-            if self.pending is not None:
-                arrival, ms = self.pending
-                self.pending = None
-                if turn != self.last_turn:
-                    if self.talk_end_at is not None and self.a.script.startswith("echo"):
-                        self.sh.reply_latency_ms.append((arrival - self.talk_end_at) * 1000)
-                    self.play_end = arrival + ms / 1000
-                else:
-                    self.sh.lateness_ms.append(max(0.0, arrival - self.play_end) * 1000)
-                    self.play_end = max(self.play_end, arrival) + ms / 1000
-                self.last_turn = turn
+            if self.pending:
+                for arrival, ms in self.pending:
+                    if turn != self.last_turn:
+                        if self.talk_end_at is not None and self.a.script.startswith("echo"):
+                            self.sh.reply_latency_ms.append((arrival - self.talk_end_at) * 1000)
+                        self.play_end = arrival + ms / 1000
+                    else:
+                        self.sh.lateness_ms.append(max(0.0, arrival - self.play_end) * 1000)
+                        self.play_end = max(self.play_end, arrival) + ms / 1000
+                    self.last_turn = turn
+                self.pending = []
                 due = self.play_end
             self.marks.append([due, name])
         elif ev == "clear":
@@ -318,7 +336,30 @@ class Caller:
                 m[0] = now
             self.play_end = now
             self.last_turn = None
-            self.pending = None
+            self.pending = []
+
+    def _first_audio(self, audio: bytes, now: float) -> None:
+        """Tagged reply frames (``bench.fake_agent``): first-audio latency, later frames, gaps.
+
+        ``now`` and the tags' send times are ``time.monotonic()``: one clock
+        for every process on the machine.  A gap counts only the part the
+        bridge caused: from when the audio was due (the previous audio ran
+        out) or sent by the agent, whichever is later, to its arrival.
+        """
+        for i in range(0, len(audio) - FRAME_BYTES + 1, FRAME_BYTES):
+            if audio[i:i + 4] != AGENT_TAG:
+                continue
+            reply, k, sent = struct.unpack_from("!HHd", audio, i + 4)
+            if reply != self.fa_reply:
+                self.fa_reply = reply
+                if k == 0:
+                    self.sh.first_audio_ms.append((now - sent) * 1000)
+                self.fa_play_end = now
+            else:
+                self.sh.later_frame_ms.append((now - sent) * 1000)
+                if now > self.fa_play_end:
+                    self.sh.bridge_gap_ms.append(max(0.0, now - max(self.fa_play_end, sent)) * 1000)
+            self.fa_play_end = max(self.fa_play_end, now) + FRAME_S
 
     def _frame_latency(self, audio: bytes, now: float) -> None:
         newest = None
@@ -386,6 +427,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "barges_sent": shared.barges_sent,
         "frame_latency_ms": dist(shared.frame_latency_ms), "newest_frame_latency_ms": dist(shared.newest_latency_ms),
         "driver_send_late_ms": dist(shared.send_late_ms),
+        "first_audio_ms": dist(shared.first_audio_ms), "later_frame_ms": dist(shared.later_frame_ms),
+        "bridge_gap_ms": dist(shared.bridge_gap_ms), "marks_in": shared.marks_in,
         "server_rss_idle_kb": rss_idle or None, **window,
     }
 
@@ -396,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=10)
     p.add_argument("--duration-s", type=float, default=15.0, help="audio each caller sends")
     p.add_argument("--ramp-s", type=float, default=2.0, help="starts spread evenly over this")
-    p.add_argument("--script", choices=["echo", "echo-barge", "passthrough"], default="echo")
+    p.add_argument("--script", choices=["echo", "echo-barge", "passthrough", "agent"], default="echo")
     p.add_argument("--barge-every-s", type=float, default=0.0, help="passthrough: a BRG! frame this often")
     p.add_argument("--pid", type=int, default=0, help="server pid (its process tree is sampled)")
     p.add_argument("--aux-pid", type=int, default=0, help="a helper's pid (e.g. the fake agent): CPU reported apart")

@@ -65,6 +65,8 @@ class Plan:
     #: 0: no caps, the uncapped comparison.
     worker_cpu_pct: float = WORKER_CPU_PCT
     worker_cpu_period_us: int = WORKER_CPU_PERIOD_US
+    #: The first-audio section: these N for each agent pacing and server.
+    first_audio_ns: list[int] = field(default_factory=lambda: [1, 50])
 
 
 def make_plan(quick: bool, sections: list[str], worker_cpu_pct: float = WORKER_CPU_PCT) -> Plan:
@@ -439,6 +441,10 @@ async def run_async(plan: Plan) -> dict[str, Any]:
         out["barge"] = rows
     if "workers" in plan.sections:
         out.update(await workers_section(plan))
+    if "first-audio" in plan.sections:
+        from bench import first_audio
+
+        out["first_audio"] = await first_audio.section(plan)
     if "agent" in plan.sections:
         from bench import sample_leg
 
@@ -484,11 +490,14 @@ def print_report(res: dict[str, Any]) -> None:
         p("## Bridge latency (passthrough agent)\n\n" + report.latency_table(res["latency"]) + "\n")
     if "barge" in res:
         p("## Barge-in: trigger → `clear` on the wire\n\n" + report.barge_table(res["barge"]) + "\n")
+    if "first_audio" in res:
+        p("## Time to first audio: agent's send → `media` on the Twilio socket (`provider = \"websocket\"`)\n\n"
+          + report.first_audio_table(res["first_audio"]) + "\n")
     if "codec_table" in res:
         p("## Codec (bench.codec)\n\n" + res["codec_table"] + "\n")
 
 
-SECTIONS = ["startup", "codec", "capacity", "latency", "barge", "workers", "agent"]
+SECTIONS = ["startup", "codec", "capacity", "latency", "barge", "first-audio", "workers", "agent"]
 
 
 def main(argv: list[str] | None = None) -> int:

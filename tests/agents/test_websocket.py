@@ -6,6 +6,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Any, AsyncIterator
 
+import pytest
 import trio
 import wsproto
 from wsproto.events import AcceptConnection, Request
@@ -17,7 +18,7 @@ from twibridge.agents.base import (
     AgentDisconnected, AgentFailed, AudioOut, CallInfo, HangupRequest, ReplyDone, SpeechStarted, Transcript,
     TransferRequest,
 )
-from twibridge.agents.websocket import WebsocketProvider, WebsocketSession
+from twibridge.agents.websocket import SEND_TIMEOUT_S, AgentSocket, WebsocketProvider, WebsocketSession
 from twibridge.config import Config, build_config
 
 CALL = CallInfo(call_sid="CA" + "2" * 32, stream_sid="MZ" + "2" * 32, from_number="+15551230000",
@@ -225,3 +226,58 @@ async def test_handshake_is_bounded_by_the_callers_deadline() -> None:
                     await provider.connect(CALL, session_nursery)
             assert scope.cancelled_caught
             nursery.cancel_scope.cancel()
+
+
+class EncodingWs:
+    """trio-websocket's send path in miniature: encode (the connection's state moves on), then wait
+    for the stream's lock and the socket.  A cancel in the wait would lose an encoded frame."""
+
+    def __init__(self, wire_s: float = 0.003) -> None:
+        self.encoded: list[str | bytes] = []
+        self.written: list[str | bytes] = []
+        self.wire_s = wire_s
+
+    async def send_message(self, message: str | bytes) -> None:
+        self.encoded.append(message)
+        await trio.sleep(self.wire_s)
+        self.written.append(message)
+
+    async def get_message(self) -> str | bytes:
+        await trio.sleep_forever()
+        raise AssertionError
+
+
+async def test_a_cancelled_send_still_writes_what_it_encoded_and_nothing_after(autojump_clock: Any) -> None:
+    ws = EncodingWs()
+    sock = AgentSocket(ws, "agent", trio.CancelScope())  # type: ignore[arg-type]
+    for cancel_after in (0.001, 0.004, 0.0075):  # inside the first, second, third message's wait
+        ws.encoded.clear(), ws.written.clear()
+        with trio.move_on_after(cancel_after) as scope:
+            await sock.send("cancel", "truncate", "create", "append")
+        assert scope.cancelled_caught
+        assert ws.written == ws.encoded  # never encoded and then dropped
+        assert 1 <= len(ws.written) < 4  # the cancel landed between messages
+
+
+async def test_a_send_the_agent_never_takes_breaks_the_socket_after_a_bound(autojump_clock: Any) -> None:
+    ws = EncodingWs(wire_s=3600)
+    sock = AgentSocket(ws, "agent", trio.CancelScope())  # type: ignore[arg-type]
+    t0 = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        receive_error: list[BaseException] = []
+
+        async def receive() -> None:
+            try:
+                await sock.receive()
+            except AgentDisconnected as exc:
+                receive_error.append(exc)
+
+        nursery.start_soon(receive)
+        await trio.sleep(0)
+        with pytest.raises(AgentDisconnected, match="send took over"):
+            await sock.send(b"\xff" * 160)
+    assert trio.current_time() - t0 == pytest.approx(SEND_TIMEOUT_S)
+    assert len(receive_error) == 1  # the pending receive was woken: the supervisor reconnects
+    with pytest.raises(AgentDisconnected):
+        await sock.send(b"\xff" * 160)  # nothing more on a socket that may hold half a frame
+    assert len(ws.encoded) == 1

@@ -44,6 +44,8 @@ PONG_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0
 #: …when the peer stopped answering (enough to send our close frame).
 NO_REPLY_CLOSE_TIMEOUT_S = 0.1
+#: Longest one message may take to reach the socket (an agent that stopped reading).
+SEND_TIMEOUT_S = 2.0
 #: HTTP statuses at the upgrade that a retry may fix; every other 4xx is final.
 RETRYABLE_4XX = frozenset({408, 425, 429})
 
@@ -139,17 +141,56 @@ class AgentSocket:
             self._scope.cancel(reason="agent socket closed")
 
     async def send(self, *messages: str | bytes) -> None:
-        """Send in order, atomically with respect to other senders."""
+        """Send in order, atomically with respect to other senders.
+
+        Each message is sent whole (:meth:`_send_whole`); a cancel lands only
+        before or between messages.
+        """
         if self._broken is not None:
             raise AgentDisconnected(f"{self.label}: {self._broken}")
-        async with self._send_lock:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        lock = self._send_lock
+        try:
+            # Uncontended (nearly always: 50 audio frames a second, one sender):
+            # no trip through the scheduler, which ``async with lock`` costs
+            # on every acquire (the send itself yields anyway).
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             if self._closing:  # checked under the lock: nothing may follow the goodbye (e.g. ``stop``)
                 raise AgentDisconnected(f"{self.label}: session closed")
+            for i, message in enumerate(messages):
+                if i:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                await self._send_whole(message)
+        finally:
+            lock.release()
+
+    async def _send_whole(self, message: str | bytes) -> None:
+        """One message, encoded and written together: shielded, bounded.
+
+        trio-websocket encodes a message (wsproto: framing, masking, any
+        compression state) *before* it waits for the stream's lock and the
+        socket; a cancel there would lose a frame the connection already
+        counted.  So the cancel waits until the frame is written, at most
+        ``SEND_TIMEOUT_S``; a socket that takes nothing for that long is
+        broken (a frame may be half-written): nothing more is sent on it.
+        """
+        with trio.move_on_after(SEND_TIMEOUT_S, shield=True) as scope:
             try:
-                for message in messages:
-                    await self.ws.send_message(message)
+                await self.ws.send_message(message)
             except ConnectionClosed as exc:
                 raise AgentDisconnected(self._closed(exc)) from None
+        if scope.cancelled_caught:
+            self._break(f"a send took over {SEND_TIMEOUT_S:g}s")
+            raise AgentDisconnected(f"{self.label}: {self._broken}")
+
+    def _break(self, reason: str) -> None:
+        """The socket is unusable: fail sends at once and wake the pending receive."""
+        self._broken = reason
+        if self._receive_scope is not None:
+            self._receive_scope.cancel(reason=reason)
 
     async def receive(self) -> str | bytes:
         """The next message.  Raises :class:`AgentDisconnected` once the connection is over."""
@@ -181,9 +222,7 @@ class AgentSocket:
                 except ConnectionClosed:
                     return  # receive() reports the close
             if scope.cancelled_caught:
-                self._broken = f"no pong within {timeout_s:g}s"
-                if self._receive_scope is not None:
-                    self._receive_scope.cancel(reason="keepalive failed")
+                self._break(f"no pong within {timeout_s:g}s")
                 return
 
     async def aclose(self, final: str | None = None, code: int = 1000) -> None:
@@ -198,8 +237,8 @@ class AgentSocket:
                     self._closing = True
                     if final is not None and self._broken is None:
                         try:
-                            await self.ws.send_message(final)
-                        except ConnectionClosed:
+                            await self._send_whole(final)
+                        except AgentDisconnected:
                             pass
                 await self.ws.aclose(code)
         finally:

@@ -9,13 +9,18 @@ one playout clock and, per agent turn, ``sent_ms`` and ``played_ms``:
   writer (``play_end < now``: Twilio ran dry) catches up from ``now`` instead
   of bursting to make up lost time.  Absolute deadlines, one clock per call:
   no drift, no gaps, and never more than ``lead`` for ``clear`` to discard.
-* **Marks.** A mark follows each chunk, named ``g<generation>:<turn>:<ms>``
-  (cumulative ms of that turn sent up to it).  A ``clear`` bumps the
-  generation, so echoes of marks flushed by it are recognised as cancelled,
-  not played.
+* **Marks.** The speaker sends one whenever ``chunk_ms`` of a turn has gone
+  out since the last, and after the turn's last audio, named
+  ``g<generation>:<turn>:<ms>`` (cumulative ms of that turn sent up to it).
+  A ``clear`` bumps the generation, so echoes of marks flushed by it are
+  recognised as cancelled, not played.
 * **Heard position** on barge-in: the last echoed mark's ms plus what the
   clock says played since, clamped to ``[0, sent_ms]`` — never beyond what
   was sent (OpenAI rejects a truncate past the audio it produced).
+* **When each message plays**: :meth:`Playout.on_sent` records
+  ``last_start`` (when the message just sent starts playing, on the call's
+  clock) and :meth:`Playout.clear` ``cleared_at`` (when playback was cut):
+  what a recorder needs to line the agent's audio up with the caller's.
 
 All times are plain floats (seconds, from ``trio.current_time()`` in the
 caller), so tests drive it with numbers.
@@ -34,6 +39,7 @@ class TurnPlayout:
     turn: int
     item_id: str
     sent_ms: int = 0
+    marked_ms: int = 0  # sent_ms as of the last mark sent
     played_ms: int = 0
     first_sent_at: float | None = None
     last_echo_at: float | None = None
@@ -68,6 +74,8 @@ class Playout:
         self.lead_s = lead_ms / 1000
         self.generation = 0
         self.play_end = 0.0
+        self.last_start = 0.0  # when the last message sent starts playing (our clock)
+        self.cleared_at: float | None = None  # when the last clear cut playback
         self.turns: dict[int, TurnPlayout] = {}
         self._levels: deque[tuple[float, float, float]] = deque(maxlen=level_window)
         self.discarded_ms_total = 0
@@ -84,13 +92,17 @@ class Playout:
         return max(0, int((self.play_end - now) * 1000))
 
     def on_sent(self, turn: TurnPlayout, ms: int, now: float, level_dbfs: float) -> str:
-        """Record a chunk of ``ms`` sent for ``turn``; return the mark name to send after it."""
-        start = max(self.play_end, now)
+        """Record a message of ``ms`` sent for ``turn``; return the name a mark after it would carry."""
+        start = self.last_start = max(self.play_end, now)
         self.play_end = start + ms / 1000
         self._levels.append((start, self.play_end, level_dbfs))
         if turn.first_sent_at is None:
             turn.first_sent_at = start
         turn.sent_ms += ms
+        return self.mark_name(turn)
+
+    def mark_name(self, turn: TurnPlayout) -> str:
+        """The name of a mark covering everything of ``turn`` sent so far."""
         return f"g{self.generation}:{turn.turn}:{turn.sent_ms}"
 
     # -- marks -----------------------------------------------------------
@@ -126,7 +138,7 @@ class Playout:
         discarded = self.buffered_ms(now)
         self.discarded_ms_total += discarded
         self.generation += 1
-        self.play_end = now
+        self.play_end = self.cleared_at = now
         self._levels.clear()
         return discarded
 

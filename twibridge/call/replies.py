@@ -26,7 +26,6 @@ class ReplyBuffer:
         self._cap = max_ms * BYTES_PER_MS
         self.finished = False
         self.dropped_bytes = 0
-        self.first_audio_at: float | None = None  # when the reply's first audio arrived
         self._changed = trio.Event()
 
     @property
@@ -34,8 +33,6 @@ class ReplyBuffer:
         return len(self._data) - self._pos
 
     def append(self, ulaw: bytes) -> None:
-        if self.first_audio_at is None:
-            self.first_audio_at = trio.current_time()
         room = self._cap - self.available
         if len(ulaw) > room:
             self.dropped_bytes += len(ulaw) - max(room, 0)

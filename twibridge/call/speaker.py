@@ -9,9 +9,25 @@ socket's lock and the ``clear`` queues behind it — then sends ``clear``
 (shielded, bounded) and resets the playout clock.
 
 Pacing is :class:`~twibridge.call.playout.Playout`'s: absolute deadlines on one
-clock per call, at most ``outbound_lead_ms`` queued at Twilio, 100 ms chunks
-each followed by a mark (per-message cost, not bytes, limits how many calls
-one process holds).
+clock per call, at most ``outbound_lead_ms`` queued at Twilio.  How audio is
+cut into messages adds no latency (issue #16):
+
+* **Nothing waits for a full message.**  While Twilio has less than
+  :data:`LOW_WATER_S` left to play (a reply's start, a real-time agent),
+  whatever has arrived goes out at once.  ``chunk_ms`` is the *largest*
+  message, not a wait.
+* **Coalescing only where it is free.**  While Twilio still has more than
+  that queued, short pieces are joined (up to ``chunk_ms``) until a message
+  is full or the queue falls to the low-water mark: the caller hears them at
+  the same moment either way, and the per-message cost (what limits calls
+  per process) falls.
+* **Marks every ``chunk_ms`` of audio**, not after every message, and after
+  a reply's last audio: what was heard is known to within one chunk.
+* **Every send is whole** (:meth:`Speaker._send_one`): the WebSocket layer
+  encodes a message (deflate state included) before it waits for the socket,
+  so a cancel in between would lose a message the peer's state already
+  counts.  Sends are shielded and bounded; a barge-in takes effect between
+  messages.
 """
 
 from __future__ import annotations
@@ -34,14 +50,13 @@ log = get_logger("twibridge.speaker")
 
 #: Replies queued behind the one playing (bounded; more is a runaway agent).
 MAX_QUEUED_REPLIES = 8
-#: Send what we have rather than let Twilio's queue run dry for want of a full chunk.
-UNDERRUN_GUARD_S = 0.04
-#: A reply's first chunk waits up to one chunk's duration for a full chunk.
-#: An agent that streams at real-time speed (a streaming TTS) would otherwise
-#: go out as one 20 ms message plus a mark per frame — 5x the messages, the
-#: cost that limits calls per process: the lead built here is what later
-#: chunks are made of (about chunk - guard).  Faster-than-real-time agents
-#: (OpenAI, VAPI, the echo agent) fill a chunk at once and never wait.
+#: Below this much audio queued at Twilio, what has arrived goes out at once;
+#: above it, short pieces wait to be joined.  It covers the writer's wake-up
+#: delay under load, so joining never lets Twilio's queue run dry.
+LOW_WATER_S = 0.04
+#: Longest a single message may take to reach the socket (a peer that stopped
+#: reading); beyond it the message is half-written at best and the call ends.
+SEND_TIMEOUT_S = 2.0
 #: Marks are the truth about playout; the clock plus this slack (the echo path's
 #: delay, lost marks) is the backstop for "is the agent still talking".
 SPEAKING_SLACK_S = 0.5
@@ -76,6 +91,7 @@ class Speaker:
         self.stream_sid = ""
         self._send = send
         self._lock = send_lock
+        self._chunk_ms = cfg.chunk_ms
         self._chunk_bytes = cfg.chunk_ms * tw.BYTES_PER_MS
         self._turn_send, self._turn_recv = trio.open_memory_channel[ReplyBuffer](MAX_QUEUED_REPLIES)
         self._filling: ReplyBuffer | None = None
@@ -149,31 +165,83 @@ class Speaker:
                     self.stats.reply_dropped_bytes += buf.dropped_bytes
 
     async def _play(self, buf: ReplyBuffer, tp: TurnPlayout) -> None:
-        while not (buf.available == 0 and buf.finished):
-            if buf.available < self._chunk_bytes and not buf.finished:
-                # Wait for a full chunk, but never let Twilio run dry waiting for one.
-                if not buf.available:
-                    deadline = float("inf")
-                elif tp.sent_ms == 0 and buf.first_audio_at is not None:
-                    deadline = buf.first_audio_at + self._chunk_bytes / tw.BYTES_PER_MS / 1000
-                else:
-                    deadline = self.playout.play_end - UNDERRUN_GUARD_S
-                with trio.move_on_at(deadline):
-                    await buf.wait_changed()
-                    continue
-            await trio.sleep_until(self.playout.send_at(trio.current_time()))
-            chunk = buf.take(self._chunk_bytes)
-            async with self._lock:
-                await self._send(tw.build_media(self.stream_sid, chunk))
-                now = trio.current_time()
-                name = self.playout.on_sent(tp, len(chunk) // tw.BYTES_PER_MS, now, ulaw_dbfs(chunk))
-                await self._send(tw.build_mark(self.stream_sid, name))
-            self.stats.messages_out += 2
-            self.stats.audio_out_ms += len(chunk) // tw.BYTES_PER_MS
-            if self.caller_end_at is not None:
-                self.stats.reply_latency_ms.append((now - self.caller_end_at) * 1000)
-                self.caller_end_at = None
+        chunk = self._chunk_bytes
+        playout = self.playout
+        low_water = min(LOW_WATER_S, playout.lead_s)
+        while True:
+            available = buf.available
+            if not available:
+                if buf.finished:
+                    break
+                await buf.wait_changed()
+                continue
+            if available < chunk and not buf.finished:
+                # A short piece: join more while Twilio has enough to play
+                # (free: the caller hears it no later), else send it now.
+                hold_until = playout.play_end - low_water
+                if trio.current_time() < hold_until:
+                    with trio.move_on_at(hold_until):
+                        await buf.wait_changed()
+                        continue
+            await trio.sleep_until(playout.send_at(trio.current_time()))
+            await self._send_audio(tp, buf.take(chunk))
+        if tp.marked_ms < tp.sent_ms:  # the reply's last audio: its end is known when played
+            await self._send_mark(tp)
         tp.finished_sending = True
+
+    async def _send_audio(self, tp: TurnPlayout, audio: bytes) -> None:
+        """One media message; marks at most ``chunk_ms`` of the turn's audio apart.
+
+        A mark goes *before* a message that would leave more than a chunk
+        unmarked (covering what was sent before it), and after one that
+        completes a chunk: 20 ms pieces get one mark per five messages,
+        full chunks one each, as before.
+        """
+        ms = len(audio) // tw.BYTES_PER_MS
+        if tp.marked_ms < tp.sent_ms and tp.sent_ms + ms - tp.marked_ms > self._chunk_ms:
+            await self._send_mark(tp)
+        await self._send_one(tw.build_media(self.stream_sid, audio))
+        now = trio.current_time()
+        self.playout.on_sent(tp, ms, now, ulaw_dbfs(audio))
+        self.stats.audio_out_ms += ms
+        if self.caller_end_at is not None:
+            self.stats.reply_latency_ms.append((now - self.caller_end_at) * 1000)
+            self.caller_end_at = None
+        if tp.sent_ms - tp.marked_ms >= self._chunk_ms:
+            await self._send_mark(tp)
+
+    async def _send_mark(self, tp: TurnPlayout) -> None:
+        name = self.playout.mark_name(tp)
+        await self._send_one(tw.build_mark(self.stream_sid, name))
+        tp.marked_ms = tp.sent_ms
+
+    async def _send_one(self, message: str) -> None:
+        """Send one message whole: a cancel waits until it is written (bounded).
+
+        The WebSocket layer encodes a message before it waits for the socket;
+        a cancel in that wait would drop a frame whose encoding already moved
+        the connection's state on (with ``permessage-deflate``, the peer's
+        inflater is then out of step and every later message is garbage).
+        The lock is taken outside the shield, so a cancel still lands
+        *between* messages.
+
+        Raises:
+            RemoteProtocolError: the socket took no data for ``SEND_TIMEOUT_S``.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        lock = self._lock
+        try:
+            lock.acquire_nowait()  # uncontended: no trip through the scheduler
+        except trio.WouldBlock:
+            await lock.acquire()  # behind a barge-in's clear (or the speaker's message)
+        try:
+            with trio.move_on_after(SEND_TIMEOUT_S, shield=True) as scope:
+                await self._send(message)
+        finally:
+            lock.release()
+        if scope.cancelled_caught:
+            raise tw.RemoteProtocolError(f"Twilio socket took no data for {SEND_TIMEOUT_S:g} s")
+        self.stats.messages_out += 1
 
     async def wait_played(self, limit_s: float = 10.0) -> None:
         """Let the goodbye finish playing (bounded) before the call ends."""
@@ -203,9 +271,7 @@ class Speaker:
         if tp is not None:
             tp.cancelled = True
         with trio.move_on_after(1.0, shield=True):
-            async with self._lock:
-                await self._send(tw.build_clear(self.stream_sid))
-        self.stats.messages_out += 1
+            await self._send_one(tw.build_clear(self.stream_sid))
         cleared_at = trio.current_time()
         discarded = self.playout.clear(cleared_at)
         latency = (cleared_at - trigger_at) * 1000
