@@ -34,7 +34,7 @@ import trio
 
 from twibridge.agents.base import (
     AgentEvent, AgentFailed, AgentNotice, AudioOut, CallInfo, HangupRequest, ReplyDone,
-    SpeechStarted, Transcript, TransferRequest,
+    SpeechStarted, ToolCall, Transcript, TransferRequest,
 )
 from twibridge.agents.supervisor import AgentSupervisor
 from twibridge.audio.g711 import ulaw_dbfs
@@ -42,6 +42,7 @@ from twibridge.call.control import CallControl
 from twibridge.call.jitter import JitterBuffer
 from twibridge.logs import get_logger
 from twibridge.state.registry import CallRecord
+from twibridge.tools.calltools import CallTools, specs
 from twibridge.runtime import Runtime
 from twibridge.call.speaker import Speaker
 from twibridge.twilio import protocol as tw
@@ -99,6 +100,7 @@ class Call:
         self.info: CallInfo | None = None
         self.agent: AgentSupervisor | None = None
         self.control: CallControl | None = None
+        self.tools: CallTools | None = None
         self._scope = trio.CancelScope()
         self._in_send, self._in_recv = trio.open_memory_channel[tw.TwilioEvent](self.cfg.calls.inbound_queue_frames)
         self._transferring = False  # a transfer ends the stream: its stop is no hang-up
@@ -120,6 +122,7 @@ class Call:
                     nursery.start_soon(self._watchdogs)
                     nursery.start_soon(self._idle_watch)
                     nursery.start_soon(self.speaker.run)
+                    await nursery.start(self.tools.run)  # type: ignore[union-attr]  # made by _prepare
                     nursery.start_soon(self._agent_task)
                     await self._inbound()
         except* _Ended:
@@ -167,9 +170,11 @@ class Call:
         p = start.custom_parameters
         self.info = CallInfo(call_sid=start.call_sid, stream_sid=start.stream_sid, account_sid=start.account_sid,
                              from_number=p.get("From", ""), to_number=p.get("To", ""),
-                             params={k: v for k, v in p.items() if k != stream_token.PARAMETER})
+                             params={k: v for k, v in p.items() if k != stream_token.PARAMETER}, tools=specs(self.cfg.tools))
         # Created now so caller audio buffers (bounded) while it connects.
         self.agent = AgentSupervisor(self.rt.provider(), self.info, self.cfg.agent, self._agent_event)
+        self.tools = CallTools(self.cfg.tools, self.info, self.agent.send_tool_result, player=self.speaker,
+                               metrics=self.rt.metrics)
         self._last_media = trio.current_time()
 
     def _authorize(self, start: tw.Start) -> None:
@@ -256,6 +261,7 @@ class Call:
             "jitter": vars(self.jitter.stats),
             "agent_reconnects": self.agent.reconnects if self.agent else 0,
             "agent_dropped_frames": self.agent.dropped_frames if self.agent else 0,
+            "tools": self.tools.report() if self.tools else [],
         }
 
     # ---------------------------------------------------------------- inbound
@@ -351,6 +357,8 @@ class Call:
         elif isinstance(ev, SpeechStarted):
             if self.cfg.turns.barge_in in ("provider", "both"):
                 await self.barge_in("provider", trio.current_time())
+        elif isinstance(ev, ToolCall) and self.tools is not None:
+            self.tools.submit(ev)  # never waits: tools run in the call's nursery, bounded
         elif isinstance(ev, Transcript):
             self.stats.transcript.append({"role": ev.role, "text": ev.text})
             log.debug("call.transcript", role=ev.role, text=ev.text)

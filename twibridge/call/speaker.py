@@ -26,7 +26,7 @@ from twibridge.audio.g711 import ulaw_dbfs
 from twibridge.config import TurnsConfig
 from twibridge.logs import get_logger
 from twibridge.call.playout import Playout, TurnPlayout
-from twibridge.call.replies import ReplyBuffer
+from twibridge.call.replies import LoopedReply, ReplyBuffer
 from twibridge.twilio import protocol as tw
 
 log = get_logger("twibridge.call.speaker")
@@ -85,6 +85,7 @@ class Speaker:
         self._turn_no = 0
         #: Wall time the caller stopped talking, for reply latency (set by the call).
         self.caller_end_at: float | None = None
+        self._filler: LoopedReply | None = None
 
     # -- fed by the agent ----------------------------------------------------
 
@@ -96,6 +97,7 @@ class Speaker:
         if buf is None or buf.item_id != ev.item_id:
             if buf is not None:
                 buf.finish()
+            self._preempt_filler()  # the agent talks again: the thinking sound gives way
             buf = self._filling = ReplyBuffer(ev.item_id)
             try:
                 self._turn_send.send_nowait(buf)
@@ -166,7 +168,7 @@ class Speaker:
                 await self._send(tw.build_mark(self.stream_sid, name))
             self.stats.messages_out += 2
             self.stats.audio_out_ms += len(chunk) // tw.BYTES_PER_MS
-            if self.caller_end_at is not None:
+            if self.caller_end_at is not None and buf is not self._filler:
                 self.stats.reply_latency_ms.append((now - self.caller_end_at) * 1000)
                 self.caller_end_at = None
         tp.finished_sending = True
@@ -198,6 +200,8 @@ class Speaker:
         heard = tp.heard_ms(trio.current_time()) if tp is not None else 0
         if tp is not None:
             tp.cancelled = True
+        filler_cut = self._filler is not None and tp is not None and tp.item_id == self._filler.item_id
+        self._filler = None
         with trio.move_on_after(1.0, shield=True):
             async with self._lock:
                 await self._send(tw.build_clear(self.stream_sid))
@@ -208,4 +212,38 @@ class Speaker:
         self.stats.barge_ins += 1
         self.stats.discarded_ms += discarded
         self.stats.clear_latency_ms.append(latency)
-        return Cut(tp.item_id if tp else "", heard, tp.sent_ms if tp else 0, discarded, latency)
+        # A cut thinking sound is no agent item: the agent is not told of it.
+        return Cut(tp.item_id if tp and not filler_cut else "", heard, tp.sent_ms if tp else 0, discarded, latency)
+
+    # -- bridge-made streams (the thinking sound, issue #17) -------------------
+
+    def start_filler(self, item_id: str, loop: bytes) -> None:
+        """Queue ``loop``, repeated, like a reply (behind one playing); it plays until
+        :meth:`stop_filler`, a barge-in, or the agent's next reply."""
+        buf = LoopedReply(item_id, loop)
+        try:
+            self._turn_send.send_nowait(buf)
+        except trio.WouldBlock:
+            return
+        self._queued.append(buf)
+        self._filler = buf
+
+    def _preempt_filler(self) -> None:
+        """Stop the filler without ``clear`` (what Twilio holds plays out, then the reply)."""
+        buf, self._filler = self._filler, None
+        if buf is not None:
+            self._cancelled.add(buf.item_id)
+            if self._current is not None and self._current[0] is buf:
+                self._current[1].cancelled = True
+                self._current[2].cancel(reason="agent reply after the thinking sound")
+
+    async def stop_filler(self) -> None:
+        """Stop the filler now: cancelled, and if it was playing, ``clear`` (shielded, bounded)."""
+        buf, playing = self._filler, self._current is not None and self._current[0] is self._filler
+        self._preempt_filler()
+        if buf is not None and playing:
+            with trio.move_on_after(1.0, shield=True):
+                async with self._lock:
+                    await self._send(tw.build_clear(self.stream_sid))
+            self.stats.messages_out += 1
+            self.playout.clear(trio.current_time())

@@ -25,10 +25,11 @@ from twibridge.config.sections import (
     AgentConfig, CallsConfig, EchoAgentConfig, FallbackConfig, LogConfig, OpenAIAgentConfig, ServerConfig,
     StateConfig, TurnsConfig, TwilioConfig, VapiAgentConfig, WebsocketAgentConfig, _Section,
 )
+from twibridge.config.tools import ToolFunctionConfig, ToolsConfig
 
 __all__ = [
     "AgentConfig", "CallsConfig", "Config", "ConfigError", "EchoAgentConfig", "FallbackConfig", "LogConfig",
-    "OpenAIAgentConfig", "ServerConfig", "StateConfig", "TurnsConfig", "TwilioConfig", "VapiAgentConfig",
+    "OpenAIAgentConfig", "ServerConfig", "StateConfig", "TurnsConfig", "ToolFunctionConfig", "ToolsConfig", "TwilioConfig", "VapiAgentConfig",
     "WebsocketAgentConfig", "build_config", "default_config_path", "load_config", "read_toml", "serve_problems",
     "with_overrides",
 ]
@@ -46,6 +47,7 @@ class Config(_Section):
     fallback: FallbackConfig = FallbackConfig()
     log: LogConfig = LogConfig()
     state: StateConfig = StateConfig()
+    tools: ToolsConfig = ToolsConfig()
 
     def secrets(self) -> list[str]:
         """Every secret value set, so the log layer can scrub them anywhere.
