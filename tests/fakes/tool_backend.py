@@ -7,7 +7,7 @@ a test needs:
 * ``/lookup_order`` — ``{"order_number", "status": "shipped"}`` (or a 404
   JSON for order "404"); ``/echo`` — the request's ``arguments`` back;
 * ``/slow?s=N`` — the same after N seconds (trio time: autojump-friendly);
-* ``/never`` — never answers; ``/500`` — HTTP 500; ``/garbage`` — 200 with
+* ``/never`` — never answers (until the client hangs up); ``/500`` — HTTP 500; ``/garbage`` — 200 with
   a body that is not JSON; ``/list`` — 200 with a JSON array.
 
 ``requests`` records what arrived (headers lower-cased, the raw body);
@@ -51,6 +51,7 @@ class ToolBackend:
     in_flight: int = 0
     max_in_flight: int = 0
     changed: trio.Event = field(default_factory=trio.Event)
+    disconnects: int = 0
 
     def _poke(self) -> None:
         self.changed.set()
@@ -79,6 +80,12 @@ class ToolBackend:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         self._poke()
         try:
+            if scope["path"] == "/never" and self._signed(headers, body):
+                # Never answer; end when the client goes away (so nothing lingers after it).
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                self.disconnects += 1
+                return
             status, answer = await self._answer(scope, headers, body)
         finally:
             self.in_flight -= 1
@@ -87,16 +94,19 @@ class ToolBackend:
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": answer})
 
-    async def _answer(self, scope: Scope, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    def _signed(self, headers: dict[str, str], body: bytes) -> bool:
         try:
             signing.verify(self.secret, body, headers)
         except signing.BadSignature:
+            return False
+        return True
+
+    async def _answer(self, scope: Scope, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        if not self._signed(headers, body):
             return 401, b'{"error":"bad signature"}'
         path = scope["path"]
         query = parse_qs(scope.get("query_string", b"").decode())
         args = json.loads(body).get("arguments", {})
-        if path == "/never":
-            await trio.sleep_forever()
         if path == "/slow":
             await trio.sleep(float(query.get("s", ["1"])[0]))
             return 200, json.dumps({"slept": True, **args}).encode()
