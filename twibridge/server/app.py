@@ -32,7 +32,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
-from twibridge.server import hypercorn_fix, systemd
+from twibridge.server import hypercorn_fix, systemd, vapi_server
 from twibridge.server.asgi import ClosingHTTPConnection, MediaWebsocket, QuietWebsocketConnection
 from twibridge.call.runner import Call
 from twibridge.config import Config
@@ -119,6 +119,8 @@ def create_app(rt: Runtime) -> QuartTrio:
         # Quart's websocket object already is a call.Transport (receive, send, close).
         await Call(websocket._get_current_object(), rt, remote).run()  # type: ignore[attr-defined]
         return None
+
+    vapi_server.register(app, rt)  # POST /vapi/server: VAPI's Server URL for tools (issue #17)
 
     @app.get("/healthz")
     async def healthz() -> Any:
