@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable, Mapping
 import httpx
 import trio
 
-from twibridge.agents.base import CallInfo, ToolCall
+from twibridge.tools.spec import CallIdentity, ToolCall
 from twibridge.config import ToolsConfig
 from twibridge.logs import get_logger
 from twibridge.tools.executor import BUSY, Builtin, Executor, ToolMetrics, ToolOutcome, specs
@@ -39,7 +39,7 @@ SendResult = Callable[[str, str, Mapping[str, Any]], Awaitable[None]]
 
 
 class CallTools:
-    def __init__(self, config: ToolsConfig, call: CallInfo, send_result: SendResult, *,
+    def __init__(self, config: ToolsConfig, call: CallIdentity, send_result: SendResult, *,
                  player: FillerPlayer | None = None, metrics: ToolMetrics | None = None,
                  builtins: Mapping[str, Builtin] = {}) -> None:
         self.config = config

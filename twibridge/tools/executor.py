@@ -27,7 +27,7 @@ import trio
 from jsonschema import ValidationError
 from jsonschema.validators import validator_for
 
-from twibridge.agents.base import CallInfo, ToolSpec
+from twibridge.tools.spec import CallIdentity, ToolSpec
 from twibridge.config import ToolFunctionConfig, ToolsConfig
 from twibridge.logs import get_logger
 from twibridge.webhooks.client import DeliveryError, encode, post_signed
@@ -49,7 +49,7 @@ class ToolMetrics(Protocol):
 
 
 #: A bridge built-in: arguments in, output out (raise :class:`ToolError` to answer an error).
-BuiltinHandler = Callable[[CallInfo, Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
+BuiltinHandler = Callable[[CallIdentity, Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +102,7 @@ def check_arguments(schema: Mapping[str, Any], raw: str | Mapping[str, Any]) -> 
     return args
 
 
-def request_body(fn: str, call_id: str, args: Mapping[str, Any], call: CallInfo) -> bytes:
+def request_body(fn: str, call_id: str, args: Mapping[str, Any], call: CallIdentity) -> bytes:
     """The exact bytes signed and sent (``params`` never hold the stream token: the runner drops it)."""
     return encode({"name": fn, "arguments": dict(args), "tool_call_id": call_id,
                    "call": {"call_sid": call.call_sid, "stream_sid": call.stream_sid, "from": call.from_number,
@@ -134,7 +134,7 @@ class Executor:
         self.builtins = dict(builtins)
         self.metrics = metrics
 
-    async def run(self, call: CallInfo, call_id: str, name: str, arguments: str | Mapping[str, Any]) -> ToolOutcome:
+    async def run(self, call: CallIdentity, call_id: str, name: str, arguments: str | Mapping[str, Any]) -> ToolOutcome:
         """Run one tool call to an outcome (cancellation aside, it never raises)."""
         started = trio.current_time()
         outcome = FAILED
@@ -149,7 +149,7 @@ class Executor:
             self._record(name, call_id, outcome, duration, output)
         return ToolOutcome(name, call_id, output, outcome, duration, started)
 
-    async def _run(self, call: CallInfo, call_id: str, name: str,
+    async def _run(self, call: CallIdentity, call_id: str, name: str,
                    arguments: str | Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
         builtin = self.builtins.get(name)
         fn = self.config.function(name) if builtin is None else None
@@ -165,7 +165,7 @@ class Executor:
         assert fn is not None
         return await self._post(fn, call, call_id, args)
 
-    async def _builtin(self, builtin: Builtin, call: CallInfo, args: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+    async def _builtin(self, builtin: Builtin, call: CallIdentity, args: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
         with trio.move_on_after(self.config.timeout_s) as scope:
             try:
                 return await builtin.handler(call, args), OK
@@ -174,7 +174,7 @@ class Executor:
         assert scope.cancelled_caught
         return {"error": f"no result within {self.config.timeout_s:g} s"}, TIMEOUT
 
-    async def _post(self, fn: ToolFunctionConfig, call: CallInfo, call_id: str,
+    async def _post(self, fn: ToolFunctionConfig, call: CallIdentity, call_id: str,
                     args: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
         timeout = fn.timeout_s if fn.timeout_s is not None else self.config.timeout_s
         body = request_body(fn.name, call_id, args, call)
