@@ -13,9 +13,12 @@ from typing import Any, AsyncIterator
 import trio
 
 from conftest import FIXTURES
+from fakes import silence
+from fakes.openai_realtime import API_KEY, FakeRealtime
 from fakes.ref_agent import RefAgent
 from fakes.tool_backend import ToolBackend, tool_backend
-from support import Leg, bridge, frames, make_config, media_socket, tone, wait_calls
+from support import TOKEN, Leg, bridge, frames, make_config, media_socket, tone, wait_calls
+from twibridge.simulate import CallOptions, simulate_call
 from twibridge.runtime import Runtime
 from twibridge.twilio import emulation as emu
 from twibridge.twilio import protocol as tw
@@ -158,3 +161,31 @@ async def test_hanging_up_during_a_tool_cancels_it_and_leaks_nothing(captured_lo
     assert [e["outcome"] for e in captured_logs.events("tool.done")] == ["cancelled"]
     (ended,) = captured_logs.events("call.ended")
     assert ended["tools"] == [] and ended["outcome"] == "completed"
+
+
+async def test_openai_parallel_function_calls_get_outputs_then_one_response_create(captured_logs: Any) -> None:
+    fake = FakeRealtime(reply_ms=400)
+    fake.omit_function_name = True  # the older shape: the name comes with response.output_item.done
+    fake.function_call = [("lookup_order", '{"order_number": "42"}'), ("slow", "{}")]
+    async with tool_backend(SECRET) as (base, backend), trio.open_nursery() as nursery:
+        url = await fake.serve(nursery)
+        fns = [{"name": "lookup_order", "url": f"{base}/lookup_order"}, {"name": "slow", "url": f"{base}/slow?s=1"}]
+        cfg = make_config(agent={"provider": "openai", "openai": {"api_key": API_KEY, "url": url}},
+                          tools={"secret": SECRET, "functions": fns})
+        with trio.fail_after(30):
+            async with bridge(cfg) as (server, rt):
+                result = await simulate_call(server, TOKEN, silence(300) + tone(700) + silence(3500),
+                                             CallOptions(tail_s=0.5))
+                await wait_calls(rt, 0)
+            await fake.wait_for(lambda: fake.live == 0)
+        nursery.cancel_scope.cancel()
+    assert result.protocol_errors == []
+    tools = fake.of_type("session.update")[0]["session"]["tools"]
+    assert [t["name"] for t in tools] == ["end_call", "transfer_to_human", "lookup_order", "slow"]
+    outputs = [m["item"] for m in fake.of_type("conversation.item.create")]
+    assert [o["type"] for o in outputs] == ["function_call_output"] * 2
+    by_output = {o["call_id"]: o["output"] for o in outputs}
+    assert any('"status":"shipped"' in v for v in by_output.values()) and len(backend.requests) == 2
+    kinds = [m["type"] for m in fake.received if m["type"] in ("conversation.item.create", "response.create")]
+    assert kinds == ["conversation.item.create", "conversation.item.create", "response.create"]
+    assert fake.errors_sent == []  # no second active response, no unknown call_id
