@@ -338,7 +338,7 @@ class Call:
         if echo is None or echo.stale:
             return
         tp = self.speaker.playout.turns.get(echo.turn)
-        if tp is not None and self.agent is not None:
+        if tp is not None and self.agent is not None and tp.item_id:  # "": the thinking sound, not the agent's
             await self.agent.mark_played(tp.item_id, tp.played_ms)
             if tp.fully_played:
                 log.debug("call.agent_finished_speaking", turn=tp.turn, played_ms=tp.played_ms)

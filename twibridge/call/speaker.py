@@ -136,7 +136,9 @@ class Speaker:
                 self._queued.remove(buf)
                 continue
             self._turn_no += 1
-            tp = self._last_turn = self.playout.new_turn(self._turn_no, buf.item_id)
+            # A filler's turn names no item: the agent never hears of it (no mark, no interrupt).
+            item_id = "" if isinstance(buf, LoopedReply) else buf.item_id
+            tp = self._last_turn = self.playout.new_turn(self._turn_no, item_id)
             with trio.CancelScope() as scope:
                 self._current = (buf, tp, scope)
                 try:
@@ -200,7 +202,6 @@ class Speaker:
         heard = tp.heard_ms(trio.current_time()) if tp is not None else 0
         if tp is not None:
             tp.cancelled = True
-        filler_cut = self._filler is not None and tp is not None and tp.item_id == self._filler.item_id
         self._filler = None
         with trio.move_on_after(1.0, shield=True):
             async with self._lock:
@@ -212,8 +213,8 @@ class Speaker:
         self.stats.barge_ins += 1
         self.stats.discarded_ms += discarded
         self.stats.clear_latency_ms.append(latency)
-        # A cut thinking sound is no agent item: the agent is not told of it.
-        return Cut(tp.item_id if tp and not filler_cut else "", heard, tp.sent_ms if tp else 0, discarded, latency)
+        # A cut thinking sound has item_id "": the agent is not told of it.
+        return Cut(tp.item_id if tp else "", heard, tp.sent_ms if tp else 0, discarded, latency)
 
     # -- bridge-made streams (the thinking sound, issue #17) -------------------
 
