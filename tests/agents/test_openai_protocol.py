@@ -202,6 +202,7 @@ def test_response_create_waits_for_every_result_and_the_active_response() -> Non
     conn.receive(ev("response.function_call_arguments.done", call_id="c", name="f", arguments="{}"))
     assert [json.loads(m)["type"] for m in conn.tool_result("c", {})] == ["conversation.item.create",
                                                                           "response.create"]
+    assert conn.tool_result("from-before-a-reconnect", {}) == []  # unknown here: the server would refuse it
 
 
 def test_output_item_done_for_messages_is_ignored() -> None:

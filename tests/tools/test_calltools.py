@@ -91,6 +91,7 @@ async def test_thinking_sound_plays_while_a_slow_tool_runs(autojump_clock: trio.
                           player=player)
         async with trio.open_nursery() as nursery:
             await nursery.start(tools.run)
+            await tools.sound_ready.wait()  # loaded in a thread: real time, which autojump does not wait for
             tools.submit(ToolCall("quick", "lookup_order", '{"order_number": "1"}'))
             await results.wait(1)
             await trio.sleep(1)

@@ -174,7 +174,7 @@ async def test_openai_parallel_function_calls_get_outputs_then_one_response_crea
                           tools={"secret": SECRET, "functions": fns})
         with trio.fail_after(30):
             async with bridge(cfg) as (server, rt):
-                result = await simulate_call(server, TOKEN, silence(300) + tone(700) + silence(3500),
+                result = await simulate_call(server, TOKEN, silence(300) + tone(700) + silence(5000),
                                              CallOptions(tail_s=0.5))
                 await wait_calls(rt, 0)
             await fake.wait_for(lambda: fake.live == 0)

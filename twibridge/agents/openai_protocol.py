@@ -253,7 +253,12 @@ class RealtimeConnection:
 
     def tool_result(self, call_id: str, output: dict[str, Any]) -> list[str]:
         """A configured function's result: its ``function_call_output``, and ``response.create``
-        once no other result is awaited and no response is active (else at that response's end)."""
+        once no other result is awaited and no response is active (else at that response's end).
+
+        Nothing for a call this connection never asked (it came before a reconnect: the new
+        session does not know the ``call_id`` and would refuse it)."""
+        if call_id not in self.tools_pending:
+            return []
         self.tools_pending.discard(call_id)
         self._want_response = True
         return [build_function_call_output(call_id, output), *self._maybe_respond()]

@@ -177,6 +177,7 @@ class Speaker:
 
     async def wait_played(self, limit_s: float = 10.0) -> None:
         """Let the goodbye finish playing (bounded) before the call ends."""
+        self._preempt_filler()  # the call is ending or moving: no more thinking sound
         with trio.move_on_after(limit_s):
             while not self.idle(trio.current_time()):
                 await trio.sleep(0.05)

@@ -50,7 +50,11 @@ class CallTools:
         self.t0 = trio.current_time()
         #: Every finished tool call, for the call's summary (and the simulate-call report).
         self.outcomes: list[ToolOutcome] = []
-        self.thinking: Thinking | None = None
+        # Counting from the start, so tools begun while the sound still loads get it too.
+        self.thinking = Thinking(b"", config.thinking_after_ms / 1000, player) if (
+            player is not None and config.thinking_sound and config.functions) else None
+        #: Set once the thinking sound is loaded (or failed to load, or is not configured).
+        self.sound_ready = trio.Event()
         self._client: httpx.AsyncClient | None = None
         self._limiter = trio.CapacityLimiter(config.max_in_flight)
         self._tasks = 0
@@ -67,15 +71,15 @@ class CallTools:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                if self.player is not None and self.config.thinking_sound and self.config.functions:
+                task_status.started()  # the call goes on at once; the sound loads meanwhile
+                if self.thinking is not None:
                     try:
-                        sound = await trio.to_thread.run_sync(load_sound, self.config.thinking_sound)
+                        self.thinking.sound = await trio.to_thread.run_sync(load_sound, self.config.thinking_sound)
                     except Exception as exc:  # checked at start; a file gone since only loses the sound
                         log.warning("tool.thinking_sound_unreadable", error=str(exc)[:120])
                     else:
-                        self.thinking = Thinking(sound, self.config.thinking_after_ms / 1000, self.player)
                         nursery.start_soon(self.thinking.run)
-                task_status.started()
+                self.sound_ready.set()
                 await trio.sleep_forever()
         finally:
             self._nursery = None
