@@ -245,7 +245,7 @@ class Speaker:
         self._preempt_filler()
         if buf is not None and playing:
             with trio.move_on_after(1.0, shield=True):
-                async with self._lock:
+                async with self._lock:  # fair: the next reply's first chunk queues behind this clear
                     await self._send(tw.build_clear(self.stream_sid))
+                    self.playout.clear(trio.current_time())
             self.stats.messages_out += 1
-            self.playout.clear(trio.current_time())
