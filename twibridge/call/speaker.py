@@ -170,7 +170,7 @@ class Speaker:
                 await self._send(tw.build_mark(self.stream_sid, name))
             self.stats.messages_out += 2
             self.stats.audio_out_ms += len(chunk) // tw.BYTES_PER_MS
-            if self.caller_end_at is not None and buf is not self._filler:
+            if self.caller_end_at is not None and not isinstance(buf, LoopedReply):
                 self.stats.reply_latency_ms.append((now - self.caller_end_at) * 1000)
                 self.caller_end_at = None
         tp.finished_sending = True
