@@ -10,11 +10,13 @@ from conftest import FIXTURES
 from fakes.tool_backend import tool_backend
 from twibridge.agents.base import CallInfo, ToolCall
 from twibridge.config import ToolsConfig
-from twibridge.tools.calltools import CallTools
+from twibridge.tools.calltools import CallTools, specs
 from twibridge.webhooks import signing
 
 SECRET = signing.new_secret()
-CALL = CallInfo(call_sid="CA1", stream_sid="MZ1")
+NAMES = ("slow", "never", "lookup_order")
+CALL = CallInfo(call_sid="CA1", stream_sid="MZ1", tools=specs(ToolsConfig.model_validate({
+    "secret": SECRET, "functions": [{"name": n, "url": "http://127.0.0.1:9/"} for n in NAMES]})))
 SOUND = str(FIXTURES / "audio" / "hello_22k_pcm16.wav")
 
 
@@ -123,3 +125,16 @@ async def test_too_many_at_once_are_answered_busy() -> None:
         gate.set()
         await results.wait(6)
         nursery.cancel_scope.cancel()
+
+
+async def test_only_what_the_call_offers_may_run(autojump_clock: trio.testing.MockClock) -> None:
+    results = Results()
+    async with tool_backend(SECRET) as (base, backend):
+        offered = CallInfo(call_sid="CA1", stream_sid="MZ1", tools=CALL.tools[2:])  # a route's subset
+        tools = CallTools(config(base), offered, results.send)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(tools.run)
+            tools.submit(ToolCall("c1", "slow", "{}"))  # configured, but not offered on this call
+            await results.wait(1)
+            nursery.cancel_scope.cancel()
+    assert results.got[0][3] == {"error": "unknown function 'slow'"} and backend.requests == []

@@ -124,13 +124,15 @@ async def _run(rt: Runtime, msg: Mapping[str, Any]) -> list[dict[str, str]]:
     calls = tool_calls(msg)
     sid = call_sid_of(msg)
     live = rt.calls.get(sid) if sid else None
-    info: CallInfo = getattr(live, "info", None) or CallInfo(call_sid=sid, stream_sid="")
+    info: CallInfo | None = getattr(live, "info", None)
+    allowed = None if info is None else {t.name for t in info.tools}  # a live call: what it offers
+    info = info or CallInfo(call_sid=sid, stream_sid="")
     outcomes: dict[int, ToolOutcome] = {}
     async with httpx.AsyncClient(timeout=None, follow_redirects=False) as client:
         executor = Executor(rt.config.tools, lambda: client, metrics=rt.metrics)
 
         async def one(i: int, call_id: str, name: str, args: Any) -> None:
-            outcomes[i] = await executor.run(info, call_id, name, args)
+            outcomes[i] = await executor.run(info, call_id, name, args, allowed=allowed)
 
         async with trio.open_nursery() as nursery:
             for i, (call_id, name, args) in enumerate(calls[:MAX_TOOL_CALLS]):

@@ -48,6 +48,8 @@ class CallTools:
         self.player = player
         self.executor = Executor(config, self._http, builtins=builtins, metrics=metrics)
         self.t0 = trio.current_time()
+        #: Only what the call's agent was offered may run (a route may offer a subset).
+        self.allowed = frozenset(t.name for t in call.tools)
         #: Every finished tool call, for the call's summary (and the simulate-call report).
         self.outcomes: list[ToolOutcome] = []
         # Counting from the start, so tools begun while the sound still loads get it too.
@@ -104,7 +106,8 @@ class CallTools:
                 if self.thinking is not None:
                     self.thinking.begin()
                 try:
-                    result = await self.executor.run(self.call, ev.call_id, ev.name, ev.arguments)
+                    result = await self.executor.run(self.call, ev.call_id, ev.name, ev.arguments,
+                                                     allowed=self.allowed)
                 finally:
                     if self.thinking is not None:
                         self.thinking.end()

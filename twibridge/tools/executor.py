@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Collection, Mapping, Protocol
 
 import httpx
 import trio
@@ -134,13 +134,21 @@ class Executor:
         self.builtins = dict(builtins)
         self.metrics = metrics
 
-    async def run(self, call: CallIdentity, call_id: str, name: str, arguments: str | Mapping[str, Any]) -> ToolOutcome:
-        """Run one tool call to an outcome (cancellation aside, it never raises)."""
+    async def run(self, call: CallIdentity, call_id: str, name: str, arguments: str | Mapping[str, Any], *,
+                  allowed: Collection[str] | None = None) -> ToolOutcome:
+        """Run one tool call to an outcome (cancellation aside, it never raises).
+
+        ``allowed``: the names this call may run (its ``CallInfo.tools``); any other is
+        an unknown function, configured or not.  None: every configured one.
+        """
         started = trio.current_time()
         outcome = FAILED
         output: Mapping[str, Any] = {"error": "the tool did not finish"}
         try:
-            output, outcome = await self._run(call, call_id, name, arguments)
+            if allowed is not None and name not in allowed:
+                output, outcome = {"error": f"unknown function {name[:64]!r}"}, UNKNOWN
+            else:
+                output, outcome = await self._run(call, call_id, name, arguments)
         except trio.Cancelled:
             outcome = CANCELLED
             raise
