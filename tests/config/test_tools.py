@@ -94,3 +94,10 @@ def test_validate_config_names_them_and_exits_2(tmp_path: Path) -> None:
     path.write_text('[[tools.functions]]\nname = "end_call"\nurl = "http://127.0.0.1:9/x"\n')
     res = CliRunner().invoke(app, ["validate-config", str(path)])
     assert res.exit_code == 2 and "tools.functions.0.name: 'end_call' is a built-in function" in res.output
+
+
+def test_serve_refuses_to_start_on_them(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text('[twilio]\nauth_token = "t0k3n-0123456789"\n[tools]\nsecret = "whsec_bad"\n')
+    res = CliRunner().invoke(app, ["serve", "--config", str(path), "--port", "9"])
+    assert res.exit_code == 2 and "refusing to start: tools.secret: the key must be 24-64 bytes" in res.output

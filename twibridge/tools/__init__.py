@@ -6,5 +6,6 @@
 * :mod:`~twibridge.tools.calltools`: one call's tool calls, concurrent and
   bounded inside the call's nursery, with the thinking sound;
 * :mod:`~twibridge.tools.thinking`: when the thinking sound starts and stops;
-* :mod:`~twibridge.tools.checks`: the config checks that need I/O.
+* :mod:`~twibridge.tools.checks`: the config checks that need I/O;
+* :mod:`~twibridge.tools.spec`: `ToolSpec`, `ToolCall`, `CallIdentity` (re-exported by `agents.base`).
 """
