@@ -11,7 +11,7 @@ import pytest
 from twibridge.agents import openai_protocol as op
 from twibridge.agents.base import (
     AgentFailed, AgentNotice, AgentProtocolError, AudioOut, HangupRequest, ReplyDone, SpeechStarted, Transcript,
-    TransferRequest,
+    ToolCall, ToolSpec, TransferRequest,
 )
 
 
@@ -165,16 +165,44 @@ def test_transfer_function_answers_then_lets_the_model_speak() -> None:
     assert [json.loads(m)["type"] for m in conn.data_to_send()] == ["conversation.item.create", "response.create"]
 
 
-def test_unknown_function_and_bad_arguments() -> None:
+def test_other_functions_go_to_the_tools_executor() -> None:
     conn = ready_conn()
     events = conn.receive(ev("response.function_call_arguments.done", call_id="c1", name="get_weather",
                              arguments="{}"))
-    assert events == [AgentNotice("model called an undeclared function 'get_weather'", "unknown_function")]
-    out = [json.loads(m) for m in conn.data_to_send()]
-    assert json.loads(out[0]["item"]["output"])["ok"] is False and out[1]["type"] == "response.create"
+    assert events == [ToolCall("c1", "get_weather", "{}")]  # unknown ones too: the executor answers them
+    assert conn.data_to_send() == []  # nothing until the result
+    # the same call again in response.output_item.done is not run twice
+    item = {"id": "fc", "type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"}
+    assert conn.receive(ev("response.output_item.done", response_id="r", output_index=1, item=item)) == []
     # the model writing broken JSON arguments is not a protocol error
     assert conn.receive(ev("response.function_call_arguments.done", call_id="c2", name="end_call",
                            arguments="{oops")) == [HangupRequest("end_call")]
+
+
+def test_functions_are_declared_with_their_schema() -> None:
+    spec = ToolSpec("lookup_order", "Look up an order", {"type": "object", "properties": {}})
+    conn = op.RealtimeConnection("m", "v", "i", tools=(spec,))
+    session = json.loads(conn.start()[0])["session"]
+    assert [t["name"] for t in session["tools"]] == ["end_call", "transfer_to_human", "lookup_order"]
+    assert session["tools"][2] == {"type": "function", "name": "lookup_order", "description": "Look up an order",
+                                   "parameters": {"type": "object", "properties": {}}}
+
+
+def test_response_create_waits_for_every_result_and_the_active_response() -> None:
+    conn = ready_conn()
+    conn.receive(ev("response.created", response={"id": "r1"}))
+    for cid in ("a", "b"):
+        conn.receive(ev("response.function_call_arguments.done", call_id=cid, name="f", arguments="{}"))
+    first = [json.loads(m) for m in conn.tool_result("a", {"x": 1})]
+    assert [m["type"] for m in first] == ["conversation.item.create"]  # b still runs
+    assert first[0]["item"] == {"type": "function_call_output", "call_id": "a", "output": '{"x":1}'}
+    assert [json.loads(m)["type"] for m in conn.tool_result("b", {"error": "no"})] == ["conversation.item.create"]
+    conn.receive(ev("response.done", response={"id": "r1", "status": "completed"}))
+    assert [json.loads(m)["type"] for m in conn.data_to_send()] == ["response.create"]  # r1 over: now
+    conn.receive(ev("response.function_call_arguments.done", call_id="c", name="f", arguments="{}"))
+    assert [json.loads(m)["type"] for m in conn.tool_result("c", {})] == ["conversation.item.create",
+                                                                          "response.create"]
+    assert conn.tool_result("from-before-a-reconnect", {}) == []  # unknown here: the server would refuse it
 
 
 def test_output_item_done_for_messages_is_ignored() -> None:

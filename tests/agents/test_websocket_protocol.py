@@ -11,7 +11,7 @@ import pytest
 from twibridge.agents import websocket_protocol as wp
 from twibridge.agents.base import (
     AgentFailed, AgentNotice, AgentProtocolError, AudioOut, CallInfo, HangupRequest, ReplyDone, SpeechStarted,
-    Transcript, TransferRequest,
+    ToolCall, ToolSpec, Transcript, TransferRequest,
 )
 
 
@@ -32,6 +32,23 @@ def test_start_message() -> None:
                  "params": {"lang": "en"}},
         "audio": {"encoding": "mulaw", "sample_rate": 8000},
     }
+
+
+def test_start_lists_the_calls_tools_and_tool_messages() -> None:
+    spec = ToolSpec("lookup_order", "Look up an order", {"type": "object", "properties": {}})
+    start = json.loads(wp.build_start(CallInfo(call_sid="CA1", stream_sid="MZ1", tools=(spec,))))
+    assert start["tools"] == [{"name": "lookup_order", "description": "Look up an order",
+                               "parameters": {"type": "object", "properties": {}}}]
+    assert wp.build_tool_result("c1", "lookup_order", {"status": "shipped"}) == (
+        '{"type":"tool_result","call_id":"c1","name":"lookup_order","output":{"status":"shipped"}}')
+    conn = wp.AgentConnection()
+    assert conn.receive(msg("tool_call", call_id="c1", name="lookup_order", arguments={"order_number": "42"})) == [
+        ToolCall("c1", "lookup_order", '{"order_number":"42"}')]
+    assert conn.receive(msg("tool_call", call_id="c2", name="x", arguments="{oops")) == [ToolCall("c2", "x", "{oops")]
+    assert conn.receive(msg("tool_call", call_id="c3", name="x")) == [ToolCall("c3", "x", "{}")]
+    for bad in (msg("tool_call", name="x"), msg("tool_call", call_id="c", name="x", arguments=[1])):
+        with pytest.raises(AgentProtocolError):
+            conn.receive(bad)
 
 
 def test_bridge_messages_exact_text() -> None:

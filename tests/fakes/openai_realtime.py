@@ -15,7 +15,7 @@
   ``conversation.item.truncate`` beyond the audio generated for that item
   are answered with ``error`` events, like the real server.
 * Knobs, settable any time: ``reject_status``, ``auth_error_event``,
-  ``drop_after_appends`` (one-shot), ``function_call``, ``omit_function_name``,
+  ``drop_after_appends`` (one-shot), ``function_call`` (one, or a list: parallel calls), ``omit_function_name``,
   ``pace_s``.  Every client message is recorded (``received``).
 """
 
@@ -62,7 +62,8 @@ class FakeRealtime(Recorder):
         self.auth_error_event = False
         self.drop_after_appends: int | None = None  # one-shot: cleared when it fires
         self.drops = 0
-        self.function_call: tuple[str, str] | None = None  # (name, arguments JSON) for the next response
+        #: (name, arguments JSON) for the next response, or a list of them (parallel function calls)
+        self.function_call: tuple[str, str] | list[tuple[str, str]] | None = None
         self.omit_function_name = False
         self.upgrades: list[dict[str, str]] = []  # request headers of every upgrade (lower-case names)
         self.connections = 0
@@ -304,7 +305,9 @@ class _Conn:
                          "item": done_item})
         output = [done_item]
         if self.fake.function_call is not None and not r.cancelled:
-            output.append(await self._function_call(r, *self.fake.function_call))
+            calls = self.fake.function_call if isinstance(self.fake.function_call, list) else [self.fake.function_call]
+            for n, (name, arguments) in enumerate(calls):
+                output.append(await self._function_call(r, name, arguments, index=1 + n))
             self.fake.function_call = None
         self.active = None
         await self.send({"type": "response.done", "response": {
@@ -312,20 +315,22 @@ class _Conn:
             "status_details": {"type": status, "reason": "turn_detected"} if r.cancelled else None}})
         r.done.set()
 
-    async def _function_call(self, r: _Response, name: str, arguments: str) -> dict[str, Any]:
+    async def _function_call(self, r: _Response, name: str, arguments: str, index: int = 1) -> dict[str, Any]:
         call_id, item_id = self._id("call"), self._id("item_fc")
         self.calls.add(call_id)
         item = {"id": item_id, "object": "realtime.item", "type": "function_call", "status": "in_progress",
                 "call_id": call_id, "name": name, "arguments": ""}
-        base = {"response_id": r.id, "item_id": item_id, "output_index": 1, "call_id": call_id}
-        await self.send({"type": "response.output_item.added", "response_id": r.id, "output_index": 1, "item": item})
+        base = {"response_id": r.id, "item_id": item_id, "output_index": index, "call_id": call_id}
+        await self.send({"type": "response.output_item.added", "response_id": r.id, "output_index": index,
+                         "item": item})
         await self.send({"type": "response.function_call_arguments.delta", **base, "delta": arguments})
         done = {"type": "response.function_call_arguments.done", **base, "arguments": arguments}
         if not self.fake.omit_function_name:
             done["name"] = name
         await self.send(done)
         item = {**item, "status": "completed", "arguments": arguments}
-        await self.send({"type": "response.output_item.done", "response_id": r.id, "output_index": 1, "item": item})
+        await self.send({"type": "response.output_item.done", "response_id": r.id, "output_index": index,
+                         "item": item})
         return item
 
 

@@ -11,7 +11,9 @@ example for anyone writing one in another language.  Per connection:
 3. If the caller starts talking while a reply is still being produced, stop
    it and send ``clear`` (agent-side barge-in).  ``interrupt`` from the
    bridge stops the named reply too (the bridge decided first).
-4. DTMF ``#`` → ``hangup``; ``0`` → ``transfer`` to ``transfer_to``.
+4. DTMF ``#`` → ``hangup``; ``0`` → ``transfer`` to ``transfer_to``; ``*`` →
+   one ``tool_call`` per entry of ``tool_calls`` (all at once), and each
+   ``tool_result`` is answered with a reply (it "reads the result out").
 5. ``stop`` → close normally.
 
 Run it standalone: ``cd tests && python -m fakes.ref_agent --port 9000``,
@@ -54,6 +56,8 @@ class RefAgent(Recorder):
         self.audio_in = bytearray()
         self.upgrades: list[dict[str, str]] = []
         self.url = ""
+        self.tool_calls: list[tuple[str, dict[str, Any]]] = [("lookup_order", {"order_number": "42"})]
+        self.tool_calls_sent = 0
 
     async def serve(self, nursery: trio.Nursery, port: int = 0) -> str:
         server = await nursery.start(partial(serve_websocket, self._handle, "127.0.0.1", port, ssl_context=None))
@@ -157,6 +161,13 @@ class _Conn:
             await self.send({"type": "hangup", "reason": "caller pressed #"})
         elif kind == "dtmf" and message.get("digit") == "0":
             await self.send({"type": "transfer", "to": self.agent.transfer_to})
+        elif kind == "dtmf" and message.get("digit") == "*":
+            for name, arguments in self.agent.tool_calls:
+                self.agent.tool_calls_sent += 1
+                await self.send({"type": "tool_call", "call_id": f"tool-{self.agent.tool_calls_sent}", "name": name,
+                                 "arguments": arguments})
+        elif kind == "tool_result":
+            self.nursery.start_soon(self.reply, tone(self.agent.reply_ms, freq=550.0))
         return True  # "mark" and unknown types: nothing to do
 
     async def reply(self, audio: bytes) -> None:

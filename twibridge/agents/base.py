@@ -42,15 +42,10 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-@dataclass(frozen=True, slots=True)
-class ToolSpec:
-    """A function the agent may call on this call (``[[tools.functions]]``):
-    what a provider declares to its model.  Running it is the bridge's job
-    (the tools executor), never the provider module's."""
 
-    name: str
-    description: str
-    parameters: Mapping[str, Any]
+# Defined in the tools wing (below this one); re-exported: providers import them from here.
+from twibridge.tools.spec import ToolCall as ToolCall
+from twibridge.tools.spec import ToolSpec as ToolSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,21 +101,6 @@ class HangupRequest:
 @dataclass(frozen=True, slots=True)
 class TransferRequest:
     to: str | None = None  # None: use [fallback] dial
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """The model asks the bridge to run one of the configured functions.
-
-    ``arguments`` is the JSON text as the model wrote it (it may be invalid:
-    the tools executor answers that as an error the model can hear).  The
-    result goes back through :meth:`AgentSession.send_tool_result` with the
-    same ``call_id``.
-    """
-
-    call_id: str
-    name: str
-    arguments: str
 
 
 @dataclass(frozen=True, slots=True)

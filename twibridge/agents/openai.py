@@ -83,7 +83,7 @@ class OpenAISession:
         await self.sock.send(*build_transfer_failed(reason))
 
     async def send_tool_result(self, call_id: str, name: str, output: Mapping[str, Any]) -> None:
-        return None  # no configured functions yet: tools are the executor's (issue #17)
+        await self.sock.send(*self.proto.tool_result(call_id, dict(output)))
 
     async def receive(self) -> AgentEvent:
         while not self._pending:
@@ -126,7 +126,8 @@ class OpenAIProvider:
         if not key:
             raise AgentFailed("openai: no API key configured")
         sock = await AgentSocket.open(nursery, self.url, {"Authorization": f"Bearer {key}"}, "openai")
-        proto = RealtimeConnection(self.model, self.voice, self.instructions, transcribe_model=self.transcribe_model)
+        proto = RealtimeConnection(self.model, self.voice, self.instructions, transcribe_model=self.transcribe_model,
+                                   tools=call.tools)
         session = OpenAISession(sock, proto, self.history)
         try:
             await session.handshake(list(self.history))

@@ -40,7 +40,7 @@ from typing import Any, Iterable
 from twibridge.agents.base import (
     MAX_ITEM_ID_CHARS, MAX_NOTICE_CHARS, MAX_TRANSCRIPT_CHARS,
     AgentEvent, AgentFailed, AgentNotice, AgentProtocolError, AudioOut, HangupRequest, ReplyDone,
-    SpeechStarted, Transcript, TransferRequest, clip,
+    SpeechStarted, ToolCall, ToolSpec, Transcript, TransferRequest, clip,
 )
 
 AUDIO_FORMAT = {"type": "audio/pcmu"}
@@ -85,8 +85,10 @@ def _dump(event: dict[str, Any]) -> str:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 
-def build_session_update(model: str, voice: str, instructions: str, transcribe_model: str | None = None) -> str:
-    """The first message: GA session config, μ-law both ways, server VAD, our two tools.
+def build_session_update(model: str, voice: str, instructions: str, transcribe_model: str | None = None,
+                         tools: Iterable[ToolSpec] = ()) -> str:
+    """The first message: GA session config, μ-law both ways, server VAD, our two tools
+    plus the call's configured functions (``tools``).
 
     ``transcribe_model`` (e.g. ``gpt-4o-mini-transcribe``) turns on caller
     transcripts; off by default because it is billed separately.
@@ -97,7 +99,8 @@ def build_session_update(model: str, voice: str, instructions: str, transcribe_m
     return _dump({"type": "session.update", "session": {
         "type": "realtime", "model": model, "output_modalities": ["audio"], "instructions": instructions,
         "audio": {"input": audio_in, "output": {"format": AUDIO_FORMAT, "voice": voice}},
-        "tools": list(TOOLS), "tool_choice": "auto",
+        "tools": [*TOOLS, *({"type": "function", "name": t.name, "description": t.description,
+                              "parameters": dict(t.parameters)} for t in tools)], "tool_choice": "auto",
     }})
 
 
@@ -237,7 +240,8 @@ def _remember(seen: OrderedDict[str, None], key: str) -> None:
 class RealtimeConnection:
     """One Realtime WebSocket's protocol state (see the module docstring)."""
 
-    def __init__(self, model: str, voice: str, instructions: str, *, transcribe_model: str | None = None) -> None:
+    def __init__(self, model: str, voice: str, instructions: str, *, transcribe_model: str | None = None,
+                 tools: tuple[ToolSpec, ...] = ()) -> None:
         self.model, self.voice, self.instructions = model, voice, instructions
         self.transcribe_model = transcribe_model
         self.ready = False
@@ -247,12 +251,17 @@ class RealtimeConnection:
         self._item_ms: OrderedDict[str, int] = OrderedDict()
         self._answered: OrderedDict[str, None] = OrderedDict()
         self._outbox: list[str] = []
+        self.tools = tools
+        #: Configured-function calls awaiting their result; ``response.create`` waits for all of
+        #: them and for the active response's end (the server refuses a second active response).
+        self.tools_pending: set[str] = set()
+        self._want_response = False
 
     # -- to the server --
 
     def start(self, history: Iterable[Transcript] = ()) -> list[str]:
         """``session.update``, then past turns as conversation items (after a reconnect)."""
-        return [build_session_update(self.model, self.voice, self.instructions, self.transcribe_model),
+        return [build_session_update(self.model, self.voice, self.instructions, self.transcribe_model, self.tools),
                 *(build_history_item(t.role, t.text) for t in history if t.text)]
 
     def interrupt(self, item_id: str | None, heard_ms: int) -> list[str]:
@@ -273,6 +282,24 @@ class RealtimeConnection:
             if end_ms > 0:
                 out.append(build_truncate(item_id, end_ms))
         return out
+
+    def tool_result(self, call_id: str, output: dict[str, Any]) -> list[str]:
+        """A configured function's result: its ``function_call_output``, and ``response.create``
+        once no other result is awaited and no response is active (else at that response's end).
+
+        Nothing for a call this connection never asked (it came before a reconnect: the new
+        session does not know the ``call_id`` and would refuse it)."""
+        if call_id not in self.tools_pending:
+            return []
+        self.tools_pending.discard(call_id)
+        self._want_response = True
+        return [build_function_call_output(call_id, output), *self._maybe_respond()]
+
+    def _maybe_respond(self) -> list[str]:
+        if self._want_response and not self.tools_pending and self.active_response is None:
+            self._want_response = False
+            return [build_response_create()]
+        return []
 
     def data_to_send(self) -> list[str]:
         """Answers queued by :meth:`receive` (function call outputs); send them first."""
@@ -346,6 +373,7 @@ class RealtimeConnection:
             self.active_response = None
         if isinstance(rid, str):
             self.cancelled.pop(rid, None)
+        self._outbox += self._maybe_respond()
         if response.get("status") == "failed":
             details = response.get("status_details")
             err = details.get("error") if isinstance(details, dict) else None
@@ -370,9 +398,9 @@ class RealtimeConnection:
             self._outbox += [build_function_call_output(call_id, {"ok": True, "status": "transferring"}),
                              build_response_create()]
             return [TransferRequest(None)]
-        self._outbox += [build_function_call_output(call_id, {"ok": False, "error": f"unknown function {name}"}),
-                         build_response_create()]
-        return [AgentNotice(f"model called an undeclared function {name!r}", "unknown_function")]
+        # Everything else is the bridge's tools executor's (unknown names included: it answers them).
+        self.tools_pending.add(call_id)
+        return [ToolCall(call_id, name, arguments if isinstance(arguments, str) else json.dumps(arguments))]
 
     def _error(self, err: ServerError) -> list[AgentEvent]:
         if err.fatal:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 import trio
 
@@ -69,6 +69,12 @@ class AgentSupervisor:
         if self.session is not None:
             with trio.move_on_after(self.config.connect_timeout_s):
                 await self._guard(self.session.interrupt(item_id, heard_ms))
+
+    async def send_tool_result(self, call_id: str, name: str, output: Mapping[str, Any]) -> None:
+        """A tool's result for the session that asked (after a reconnect the new one may not know it)."""
+        if self.session is not None:
+            with trio.move_on_after(self.config.connect_timeout_s):
+                await self._guard(self.session.send_tool_result(call_id, name, output))
 
     async def mark_played(self, item_id: str, played_ms: int) -> None:
         if self.session is not None:

@@ -28,7 +28,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError,
 
 from twibridge.agents.base import MAX_AGENT_MESSAGE_BYTES, AgentDisconnected, AgentEvent, AgentFailed, CallInfo
 from twibridge.agents.websocket_protocol import (
-    AgentConnection, build_dtmf, build_mark, build_start, build_stop, build_transfer_failed,
+    AgentConnection, build_dtmf, build_mark, build_start, build_stop, build_tool_result, build_transfer_failed,
 )
 from twibridge.config import Config
 from twibridge.logs import get_logger
@@ -270,7 +270,7 @@ class WebsocketSession:
         await self.sock.send(build_transfer_failed(reason))
 
     async def send_tool_result(self, call_id: str, name: str, output: Mapping[str, Any]) -> None:
-        return None  # no configured functions yet: tools are the executor's (issue #17)
+        await self.sock.send(build_tool_result(call_id, name, output))
 
     async def receive(self) -> AgentEvent:
         # One message yields at most one event, so _pending stays tiny.

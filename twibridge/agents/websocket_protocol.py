@@ -6,6 +6,11 @@ and ``stop`` last.  Agent → bridge: text only: ``audio`` (base64 μ-law with
 the ``item_id`` it belongs to), ``reply_done``, ``clear``, ``hangup``,
 ``transfer``, ``transcript``, ``error``.
 
+Tools (optional for agents, additive within v1): ``start`` lists the
+configured functions (``tools``); the agent may send ``tool_call`` and the
+bridge answers ``tool_result`` with the same ``call_id`` (the bridge runs
+the function, signed, bounded: ``docs/tools.md``).
+
 Why reply audio is JSON and not binary: the bridge must know which reply a
 piece of audio belongs to (marks, barge-in and ``interrupt`` all name the
 item) and a binary frame cannot say; a self-contained message is also what
@@ -27,12 +32,12 @@ import base64
 import binascii
 import json
 from collections import deque
-from typing import Any
+from typing import Any, Mapping
 
 from twibridge.agents.base import (
     MAX_ITEM_ID_CHARS, MAX_NOTICE_CHARS, MAX_TRANSCRIPT_CHARS,
     AgentEvent, AgentFailed, AgentNotice, AgentProtocolError, AudioOut, CallInfo, HangupRequest,
-    ReplyDone, SpeechStarted, Transcript, TransferRequest, clip,
+    ReplyDone, SpeechStarted, ToolCall, Transcript, TransferRequest, clip,
 )
 
 PROTOCOL_VERSION = 1
@@ -51,12 +56,19 @@ def _dump(message: dict[str, Any]) -> str:
 
 
 def build_start(call: CallInfo) -> str:
+    """``start``; ``tools`` only when the call has configured functions (older agents never see it)."""
+    tools = {"tools": [{"name": t.name, "description": t.description, "parameters": dict(t.parameters)}
+                       for t in call.tools]} if call.tools else {}
     return _dump({
         "type": "start", "version": PROTOCOL_VERSION,
         "call": {"call_sid": call.call_sid, "stream_sid": call.stream_sid, "from": call.from_number,
                  "to": call.to_number, "params": dict(call.params)},
-        "audio": {"encoding": ENCODING, "sample_rate": SAMPLE_RATE},
+        "audio": {"encoding": ENCODING, "sample_rate": SAMPLE_RATE}, **tools,
     })
+
+
+def build_tool_result(call_id: str, name: str, output: Mapping[str, Any]) -> str:
+    return _dump({"type": "tool_result", "call_id": call_id, "name": name, "output": dict(output)})
 
 
 def build_dtmf(digit: str) -> str:
@@ -162,6 +174,13 @@ class AgentConnection:
                 raise AgentProtocolError("agent: transcript: 'role' must be 'user' or 'assistant'")
             text = _str(m, "text", optional=True) or ""
             return [Transcript(role, clip(text, MAX_TRANSCRIPT_CHARS))]
+        if kind == "tool_call":
+            call_id, name = _str(m, "call_id"), _str(m, "name")
+            assert call_id is not None and name is not None
+            args = m.get("arguments", {})
+            if not isinstance(args, (dict, str)):
+                raise AgentProtocolError("agent: tool_call: 'arguments' must be an object (or JSON text)")
+            return [ToolCall(call_id, name, args if isinstance(args, str) else _dump(args))]
         if kind == "error":
             message = clip(_str(m, "message", optional=True) or "agent error", MAX_NOTICE_CHARS)
             code = clip(_str(m, "code", optional=True) or "", 64)

@@ -57,3 +57,29 @@ class ReplyBuffer:
         if self._changed.is_set():
             self._changed = trio.Event()
         await self._changed.wait()
+
+
+class LoopedReply(ReplyBuffer):
+    """A bridge-made stream played like a reply (the thinking sound): ``loop``
+    repeated until the speaker stops it.  Never finishes, never runs dry."""
+
+    def __init__(self, item_id: str, loop: bytes) -> None:
+        super().__init__(item_id)
+        self._loop = loop or b"\xff" * 160
+        self._at = 0
+        self.first_audio_at = trio.current_time()
+
+    @property
+    def available(self) -> int:
+        return 1 << 30
+
+    def append(self, ulaw: bytes) -> None:
+        return None
+
+    def take(self, n: int) -> bytes:
+        out = bytearray()
+        while len(out) < n:
+            piece = self._loop[self._at : self._at + n - len(out)]
+            out += piece
+            self._at = (self._at + len(piece)) % len(self._loop)
+        return bytes(out)

@@ -32,7 +32,7 @@ import trio
 
 from twibridge.agents.base import (
     MAX_NOTICE_CHARS, MAX_TRANSCRIPT_CHARS, AgentEvent, AgentFailed, AgentNotice, AudioOut, CallInfo,
-    HangupRequest, ReplyDone, SpeechStarted, Transcript, TransferRequest, clip,
+    HangupRequest, ReplyDone, SpeechStarted, ToolCall, Transcript, TransferRequest, clip,
 )
 from twibridge.agents.supervisor import AgentSupervisor
 from twibridge.audio.g711 import ulaw_dbfs
@@ -42,6 +42,7 @@ from twibridge.call.jitter import JitterBuffer
 from twibridge.call.limits import InboundRate, TranscriptKeeper, WarnLimiter
 from twibridge.logs import get_logger
 from twibridge.state.registry import CallRecord
+from twibridge.tools.calltools import CallTools, specs
 from twibridge.runtime import Runtime
 from twibridge.call.speaker import Speaker
 from twibridge.twilio import protocol as tw
@@ -103,6 +104,7 @@ class Call:
         self.info: CallInfo | None = None
         self.agent: AgentSupervisor | None = None
         self.control: CallControl | None = None
+        self.tools: CallTools | None = None
         self._scope = trio.CancelScope()
         self._in_send, self._in_recv = trio.open_memory_channel[tw.TwilioEvent](self.cfg.calls.inbound_queue_frames)
         self._transferring = False  # a transfer ends the stream: its stop is no hang-up
@@ -122,6 +124,7 @@ class Call:
                     nursery.start_soon(self._watchdogs)
                     nursery.start_soon(self._idle_watch)
                     nursery.start_soon(self.speaker.run)
+                    await nursery.start(self.tools.run)  # type: ignore[union-attr]  # made by _prepare
                     nursery.start_soon(self._agent_task)
                     await self._inbound()
         except* _Ended:
@@ -172,9 +175,11 @@ class Call:
         p = start.custom_parameters
         self.info = CallInfo(call_sid=start.call_sid, stream_sid=start.stream_sid, account_sid=start.account_sid,
                              from_number=p.get("From", ""), to_number=p.get("To", ""),
-                             params={k: v for k, v in p.items() if k != stream_token.PARAMETER})
+                             params={k: v for k, v in p.items() if k != stream_token.PARAMETER}, tools=specs(self.cfg.tools))
         # Created now so caller audio buffers (bounded) while it connects.
         self.agent = AgentSupervisor(self.rt.provider(), self.info, self.cfg.agent, self._agent_event)
+        self.tools = CallTools(self.cfg.tools, self.info, self.agent.send_tool_result, player=self.speaker,
+                               metrics=self.rt.metrics)
         self._last_media = trio.current_time()
 
     async def _admit(self, start: tw.Start) -> bool:
@@ -250,6 +255,7 @@ class Call:
             "agent_dropped_frames": self.agent.dropped_frames if self.agent else 0,
             "unknown_events": self.stats.unknown_events, "inbound_over_rate": self.rate.dropped,
             "transcript_dropped": self.stats.transcript.dropped, "warnings_suppressed": self.warn.suppressed,
+            "tools": self.tools.report() if self.tools else [],
         }
 
     # ---------------------------------------------------------------- inbound
@@ -337,7 +343,7 @@ class Call:
         if echo is None or echo.stale:
             return
         tp = self.speaker.playout.turns.get(echo.turn)
-        if tp is not None and self.agent is not None:
+        if tp is not None and self.agent is not None and tp.item_id:  # "": the thinking sound, not the agent's
             await self.agent.mark_played(tp.item_id, tp.played_ms)
             if tp.fully_played:
                 log.debug("call.agent_finished_speaking", turn=tp.turn, played_ms=tp.played_ms)
@@ -356,6 +362,8 @@ class Call:
         elif isinstance(ev, SpeechStarted):
             if self.cfg.turns.barge_in in ("provider", "both"):
                 await self.barge_in("provider", trio.current_time())
+        elif isinstance(ev, ToolCall) and self.tools is not None:
+            self.tools.submit(ev)  # never waits: tools run in the call's nursery, bounded
         elif isinstance(ev, Transcript):
             if not self.stats.transcript.add(ev.role, ev.text) and self.warn.allow("transcript_full"):
                 log.warning("call.transcript_full", dropped=self.stats.transcript.dropped)

@@ -43,7 +43,7 @@ from twibridge.config import TurnsConfig
 from twibridge.logs import get_logger
 from twibridge.call.limits import BoundedSet, WarnLimiter
 from twibridge.call.playout import Playout, TurnPlayout
-from twibridge.call.replies import ReplyBuffer
+from twibridge.call.replies import LoopedReply, ReplyBuffer
 from twibridge.twilio import protocol as tw
 
 log = get_logger("twibridge.speaker")
@@ -104,6 +104,7 @@ class Speaker:
         self._turn_no = 0
         #: Wall time the caller stopped talking, for reply latency (set by the call).
         self.caller_end_at: float | None = None
+        self._filler: LoopedReply | None = None
 
     # -- fed by the agent ----------------------------------------------------
 
@@ -115,6 +116,7 @@ class Speaker:
         if buf is None or buf.item_id != ev.item_id:
             if buf is not None:
                 buf.finish()
+            self._preempt_filler()  # the agent talks again: the thinking sound gives way
             buf = self._filling = ReplyBuffer(ev.item_id)
             try:
                 self._turn_send.send_nowait(buf)
@@ -154,7 +156,9 @@ class Speaker:
                 self._queued.remove(buf)
                 continue
             self._turn_no += 1
-            tp = self._last_turn = self.playout.new_turn(self._turn_no, buf.item_id)
+            # A filler's turn names no item: the agent never hears of it (no mark, no interrupt).
+            item_id = "" if isinstance(buf, LoopedReply) else buf.item_id
+            tp = self._last_turn = self.playout.new_turn(self._turn_no, item_id)
             with trio.CancelScope() as scope:
                 self._current = (buf, tp, scope)
                 try:
@@ -204,7 +208,7 @@ class Speaker:
         now = trio.current_time()
         self.playout.on_sent(tp, ms, now, ulaw_dbfs(audio))
         self.stats.audio_out_ms += ms
-        if self.caller_end_at is not None:
+        if self.caller_end_at is not None and tp.item_id:  # a filler (thinking sound) is no reply
             self.stats.reply_latency_ms.append((now - self.caller_end_at) * 1000)
             self.caller_end_at = None
         if tp.sent_ms - tp.marked_ms >= self._chunk_ms:
@@ -245,6 +249,7 @@ class Speaker:
 
     async def wait_played(self, limit_s: float = 10.0) -> None:
         """Let the goodbye finish playing (bounded) before the call ends."""
+        self._preempt_filler()  # the call is ending or moving: no more thinking sound
         with trio.move_on_after(limit_s):
             while not self.idle(trio.current_time()):
                 await trio.sleep(0.05)
@@ -270,6 +275,7 @@ class Speaker:
         heard = tp.heard_ms(trio.current_time()) if tp is not None else 0
         if tp is not None:
             tp.cancelled = True
+        self._filler = None
         with trio.move_on_after(1.0, shield=True):
             await self._send_one(tw.build_clear(self.stream_sid))
         cleared_at = trio.current_time()
@@ -278,4 +284,38 @@ class Speaker:
         self.stats.barge_ins += 1
         self.stats.discarded_ms += discarded
         self.stats.clear_latency_ms.append(latency)
+        # A cut thinking sound has item_id "": the agent is not told of it.
         return Cut(tp.item_id if tp else "", heard, tp.sent_ms if tp else 0, discarded, latency)
+
+    # -- bridge-made streams (the thinking sound, issue #17) -------------------
+
+    def start_filler(self, item_id: str, loop: bytes) -> None:
+        """Queue ``loop``, repeated, like a reply (behind one playing); it plays until
+        :meth:`stop_filler`, a barge-in, or the agent's next reply."""
+        buf = LoopedReply(item_id, loop)
+        try:
+            self._turn_send.send_nowait(buf)
+        except trio.WouldBlock:
+            return
+        self._queued.append(buf)
+        self._filler = buf
+
+    def _preempt_filler(self) -> None:
+        """Stop the filler without ``clear`` (what Twilio holds plays out, then the reply)."""
+        buf, self._filler = self._filler, None
+        if buf is not None:
+            self._cancelled.add(buf.item_id)
+            if self._current is not None and self._current[0] is buf:
+                self._current[1].cancelled = True
+                self._current[2].cancel(reason="agent reply after the thinking sound")
+
+    async def stop_filler(self) -> None:
+        """Stop the filler now: cancelled, and if it was playing, ``clear`` (shielded, bounded)."""
+        buf, playing = self._filler, self._current is not None and self._current[0] is self._filler
+        self._preempt_filler()
+        if buf is not None and playing:
+            with trio.move_on_after(1.0, shield=True):
+                async with self._lock:  # fair: the next reply's first chunk queues behind this clear
+                    await self._send(tw.build_clear(self.stream_sid))
+                    self.playout.clear(trio.current_time())
+            self.stats.messages_out += 1

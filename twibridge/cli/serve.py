@@ -79,7 +79,9 @@ def serve(
 
     logs.configure(cfg.log.level, cfg.log.format, cfg.secrets())
     log = logs.get_logger("twibridge.server")
-    problems = serve_problems(cfg)
+    from twibridge.tools.checks import problems as tools_problems
+
+    problems = serve_problems(cfg) + tools_problems(cfg)
     unsigned_public = unsigned_public_problem(cfg, host or cfg.server.host)
     if unsigned_public:
         problems = [*problems, unsigned_public]

@@ -26,10 +26,12 @@ from twibridge.config.sections import (
     AgentConfig, CallsConfig, EchoAgentConfig, FallbackConfig, LogConfig, OpenAIAgentConfig, ServerConfig,
     StateConfig, TurnsConfig, TwilioConfig, VapiAgentConfig, WebsocketAgentConfig, _Section,
 )
+from twibridge.config.tools import ToolFunctionConfig, ToolsConfig
 
 __all__ = [
     "AgentConfig", "CallsConfig", "Config", "ConfigError", "EchoAgentConfig", "FallbackConfig", "LogConfig",
-    "OpenAIAgentConfig", "ServerConfig", "StateConfig", "TransferConfig", "TurnsConfig", "TwilioConfig", "VapiAgentConfig",
+    "OpenAIAgentConfig", "ServerConfig", "StateConfig", "ToolFunctionConfig", "ToolsConfig", "TransferConfig",
+    "TurnsConfig", "TwilioConfig", "VapiAgentConfig",
     "WebsocketAgentConfig", "build_config", "default_config_path", "load_config", "read_toml", "serve_problems",
     "with_overrides",
 ]
@@ -48,6 +50,7 @@ class Config(_Section):
     log: LogConfig = LogConfig()
     state: StateConfig = StateConfig()
     transfer: TransferConfig = TransferConfig()
+    tools: ToolsConfig = ToolsConfig()
 
     def secrets(self) -> list[str]:
         """Every secret value set, so the log layer can scrub them anywhere.

@@ -82,6 +82,8 @@ class VapiAgentConfig(_Section):
     assistant_id: str = ""
     assistant: dict[str, Any] = Field(default_factory=dict)
     base_url: str = "https://api.vapi.ai"
+    #: The credential VAPI sends to ``POST /vapi/server`` (``X-Vapi-Secret`` or ``Authorization: Bearer``).
+    server_secret: SecretStr = SecretStr("")
 
 
 class OpenAIAgentConfig(_Section):

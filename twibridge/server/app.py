@@ -34,7 +34,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
-from twibridge.server import hypercorn_fix, systemd
+from twibridge.server import hypercorn_fix, systemd, vapi_server
 from twibridge.call import admission
 from twibridge.server.asgi import CappedRequest, ClosingHTTPConnection, MediaWebsocket, QuietWebsocketConnection
 from twibridge.server.guard import Guard, LogBudget, truncate
@@ -167,6 +167,8 @@ def create_app(rt: Runtime) -> QuartTrio:
         finally:
             ticket.release()
         return None
+
+    vapi_server.register(app, rt)  # POST /vapi/server: VAPI's Server URL for tools (issue #17)
 
     @app.get("/healthz")
     async def healthz() -> Any:

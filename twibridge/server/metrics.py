@@ -59,6 +59,9 @@ class Metrics:
         self.reply_latency = Histogram("twibridge_reply_latency_seconds",
                                        "Caller end of speech to first reply audio sent",
                                        buckets=_LATENCY_BUCKETS, registry=r)
+        self.tool_duration = Histogram("twibridge_tool_duration_seconds", "Tool calls, by function and outcome",
+                                       ["tool", "outcome"], registry=r,
+                                       buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30))
         self.agent_reconnects = Counter("twibridge_agent_reconnects", "Agent reconnections", registry=r)
         self.buffer_depth = Gauge("twibridge_inbound_buffer_frames",
                                   "Inbound frames queued (channel + jitter buffer), all calls", registry=r)
@@ -101,6 +104,9 @@ class Metrics:
             self.reply_latency.observe(ms / 1000)
         for ms in clear_latency_ms:
             self.clear_latency.observe(ms / 1000)
+
+    def observe_tool(self, tool: str, outcome: str, seconds: float) -> None:
+        self.tool_duration.labels(tool=tool, outcome=outcome).observe(seconds)
 
     def observe_loop_lag(self, seconds: float) -> None:
         self.loop_lag.observe(seconds)

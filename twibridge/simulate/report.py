@@ -41,7 +41,7 @@ FRAME_BYTES = 160
 
 REPORT_KEYS = (
     "call_sid", "stream_sid", "audio_sent_ms", "audio_received_ms", "frames_sent", "frames_received",
-    "marks_received", "marks_echoed", "clears", "turns", "barge_ins", "events", "protocol_errors",
+    "marks_received", "marks_echoed", "clears", "turns", "barge_ins", "events", "protocol_errors", "tools",
 )
 
 
@@ -103,8 +103,13 @@ def _audible_start(heard: bytes, start: float, end: float) -> int | None:
     return None
 
 
-def build_report(result: CallResult) -> dict[str, Any]:
-    """The ``report.json`` dict: exactly :data:`REPORT_KEYS`, JSON-ready."""
+def build_report(result: CallResult, tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The ``report.json`` dict: exactly :data:`REPORT_KEYS`, JSON-ready.
+
+    ``tools``: the bridge's own record of the call's tool calls
+    (``[{name, t_ms, duration_ms, outcome}]``, from its call summary); None
+    when it cannot say (``--server``: a remote bridge).
+    """
     sent = result.caller_ulaw[: result.frames_sent * FRAME_BYTES]
     segments = speech_segments(sent)
     played = result.played_intervals
@@ -139,6 +144,7 @@ def build_report(result: CallResult) -> dict[str, Any]:
         "barge_ins": barge_ins,
         "events": events,
         "protocol_errors": list(result.protocol_errors),
+        "tools": None if tools is None else [dict(t) for t in tools],
     }
 
 

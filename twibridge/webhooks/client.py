@@ -77,11 +77,19 @@ async def post_signed(client: httpx.AsyncClient, url: str, body: bytes, *, secre
             async with client.stream("POST", url, content=body, headers=headers) as resp:
                 chunks: list[bytes] = []
                 size = 0
+                # An honest Content-Length over the cap is refused before reading.  Otherwise
+                # the stream is read to its end (under the deadline) but kept only up to the cap:
+                # leaving httpx's nested body generators early leaves them to the garbage
+                # collector (a ResourceWarning per generator, the connection held till then).
+                declared = resp.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > max_reply_bytes:
+                    raise DeliveryError(f"the answer is larger than {max_reply_bytes} bytes", resp.status_code)
                 async for chunk in resp.aiter_bytes():
                     size += len(chunk)
-                    if size > max_reply_bytes:
-                        raise DeliveryError(f"the answer is larger than {max_reply_bytes} bytes", resp.status_code)
-                    chunks.append(chunk)
+                    if size <= max_reply_bytes:
+                        chunks.append(chunk)
+                if size > max_reply_bytes:
+                    raise DeliveryError(f"the answer is larger than {max_reply_bytes} bytes", resp.status_code)
                 return Reply(resp.status_code, b"".join(chunks), _retry_after(resp.headers.get("retry-after")))
         except httpx.TimeoutException:
             raise DeliveryError(f"no answer within {timeout_s:g} s") from None
