@@ -146,7 +146,9 @@ async def test_shuffled_duplicated_and_missing_frames_are_ordered_and_counted(ca
         async with media_socket(url) as ws:
             leg = Leg(ws, 77)
             await leg.start()
-            for i in order:
+            t0 = trio.current_time()
+            for n, i in enumerate(order):  # at Twilio's pace: gap fill is bounded by wall time (issue #23)
+                await trio.sleep_until(t0 + n * 0.02)
                 await ws.send_message(emu.build_inbound_media(i + 2, leg.stream_sid, i + 1, i * 20, fs[i]))
             leg.seq = len(fs) + 2
             await leg.collect(until_ms_of_audio=700, idle_s=3)
