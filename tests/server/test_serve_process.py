@@ -28,7 +28,8 @@ async def test_sigterm_drains_live_calls_then_exits_zero() -> None:
                 await sp.drain()
                 async with httpx.AsyncClient() as client:
                     assert (await client.get(sp.url + "/healthz")).json() == {"status": "draining", "calls": 1}
-                busy = await post_signed(sp.url, "/voice", {"CallSid": "CA" + "1" * 32, "From": "+1", "To": "+2"})
+                busy = await post_signed(sp.url, "/voice", {"CallSid": "CA" + "1" * 32, "AccountSid": "AC" + "1" * 32,
+                                                               "From": "+1", "To": "+2"})
                 assert [c.tag for c in ET.fromstring(busy.text)] == ["Say", "Hangup"]
                 # the live call keeps working during the drain, then closes 1001
                 with pytest.raises(trio_websocket.ConnectionClosed) as closed:

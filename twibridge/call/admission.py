@@ -167,18 +167,14 @@ async def admit(rt: Runtime, start: tw.Start, remote: str) -> None:
     if not fresh:
         log.warning("ws.stream_token_reused", call_sid=start.call_sid, remote=remote)
         raise Refused("refused-unsigned", "stream token already used (this CallSid has streamed)", 1008)
-    admitted = await bounded(rt, rt.registry.admitted(), 0, "admitted")
-    if max(admitted, len(rt.calls)) >= cfg.server.max_calls:
-        log.warning("call.full_at_start", call_sid=start.call_sid, admitted=admitted, max_calls=cfg.server.max_calls)
-        raise Refused("refused-busy", f"max_calls ({cfg.server.max_calls}) reached at start", CLOSE_TRY_AGAIN,
-                      fallback=True)
 
 
 async def claim(rt: Runtime, record: CallRecord, remote: str) -> None:
-    """Claim the CallSid in the registry (cluster-wide with Redis): one live stream per call.
+    """Claim the CallSid in the registry (cluster-wide with Redis): one live stream per call;
+    then ``max_calls`` again (a full bridge releases the claim).
 
     Raises:
-        Refused: a stream for this CallSid is live (here or on another instance).
+        Refused: a stream for this CallSid is live (here or on another instance), or full.
     """
     claimed = False
     if record.call_sid not in rt.calls:
@@ -187,3 +183,12 @@ async def claim(rt: Runtime, record: CallRecord, remote: str) -> None:
     if not claimed:
         log.warning("call.duplicate_refused", call_sid=record.call_sid, remote=remote)
         raise Refused("refused-duplicate", "a stream for this CallSid is already live", 1008)
+    # Capacity after the claim, so a duplicate is told it is one (1008), not that we are full;
+    # the count includes this stream's own record.
+    cfg = rt.config
+    admitted = await bounded(rt, rt.registry.admitted(), 0, "admitted")
+    if max(admitted - 1, len(rt.calls)) >= cfg.server.max_calls:
+        log.warning("call.full_at_start", call_sid=record.call_sid, admitted=admitted, max_calls=cfg.server.max_calls)
+        await bounded(rt, rt.registry.unregister(record.call_sid), None, "unregister")
+        raise Refused("refused-busy", f"max_calls ({cfg.server.max_calls}) reached at start", CLOSE_TRY_AGAIN,
+                      fallback=True)

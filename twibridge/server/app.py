@@ -102,6 +102,12 @@ def create_app(rt: Runtime) -> QuartTrio:
     def twiml(body: str) -> Response:
         return Response(body, status=200, content_type="text/xml")
 
+    def refuse_busy(call_sid: str, why: str) -> Response:
+        log.warning("voice.refused", call_sid=call_sid, reason=why, active=rt.active)
+        if rt.metrics:
+            rt.metrics.refused("busy")
+        return twiml(busy(cfg.fallback.say, cfg.fallback.dial))
+
     @app.post("/voice")
     async def voice() -> Response:
         form = await signed_form()
@@ -113,19 +119,27 @@ def create_app(rt: Runtime) -> QuartTrio:
             log.warning("voice.bad_sid", call_sid=call_sid[:40], account_sid=account_sid[:40], remote=remote_addr())
             return Response("bad CallSid or AccountSid\n", status=400, content_type="text/plain")
         admitted = await admission.bounded(rt, rt.registry.admitted(), 0, "admitted")
-        if rt.stopping.is_set() or max(admitted, len(rt.calls)) >= cfg.server.max_calls:
-            why = "draining" if rt.stopping.is_set() else "busy"
-            log.warning("voice.refused", call_sid=call_sid, reason=why, active=rt.active)
-            if rt.metrics:
-                rt.metrics.refused("busy")
-            return twiml(busy(cfg.fallback.say, cfg.fallback.dial))
+        full = max(admitted, len(rt.calls)) >= cfg.server.max_calls
+        if rt.stopping.is_set():
+            return refuse_busy(call_sid, "draining")
         # Once per CallSid (Twilio's retries of an unanswered one excepted): a replay is refused.
         reserve_s = cfg.twilio.stream_token_ttl_s
-        if not await admission.bounded(rt, rt.registry.claim_answer(call_sid, reserve_s), True, "claim_answer"):
+        if not full and not await admission.bounded(rt, rt.registry.claim_answer(call_sid, reserve_s), True,
+                                                    "claim_answer"):
             log.warning("voice.replay_refused", call_sid=call_sid, remote=remote_addr())
             if rt.metrics:
                 rt.metrics.refused("duplicate")
             return twiml(busy(cfg.fallback.say, cfg.fallback.dial))
+        if full:
+            # Full, unless this is Twilio's retry of a CallSid we answered: its reservation is
+            # already counted (the count does not grow when it claims again).
+            claimed = await admission.bounded(rt, rt.registry.claim_answer(call_sid, reserve_s), False,
+                                              "claim_answer")
+            after = await admission.bounded(rt, rt.registry.admitted(), admitted + 1, "admitted")
+            if not claimed or after > admitted:
+                if claimed:  # a new call after all: its reservation must not hold a slot
+                    await admission.bounded(rt, rt.registry.release_answer(call_sid), None, "release_answer")
+                return refuse_busy(call_sid, "busy")
         base = public_base(cfg.server.public_url, request.scheme, request.host)
         # XML-safe before the token binds them: start.customParameters carries what the TwiML said.
         params: dict[str, str] = {k: xml_safe(str(form[k])) for k in ("CallSid", "From", "To") if k in form}

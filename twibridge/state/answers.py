@@ -53,6 +53,11 @@ class AnswerBook:
             self._reserved[call_sid] = now + reserve_s
         return True
 
+    def release(self, call_sid: str) -> None:
+        """``call_sid`` was answered busy after all: forget its answer and reservation."""
+        self._reserved.pop(call_sid, None)
+        self._answers.pop(call_sid, None)
+
     def started(self, call_sid: str, token_id: str, token_ttl_s: float, once: bool, now: float) -> bool:
         """Record that ``call_sid``'s stream started (with ``token_id``, '' without a token).
 

@@ -60,6 +60,9 @@ class MemoryRegistry:
     async def claim_answer(self, call_sid: str, reserve_s: float) -> bool:
         return self.answers.claim(call_sid, reserve_s, time.time())
 
+    async def release_answer(self, call_sid: str) -> None:
+        self.answers.release(call_sid)
+
     async def stream_started(self, call_sid: str, token_id: str, token_ttl_s: float, once: bool) -> bool:
         return self.answers.started(call_sid, token_id, token_ttl_s, once, time.time())
 

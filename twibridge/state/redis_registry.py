@@ -276,6 +276,15 @@ class RedisRegistry:
                 raise
             return local
 
+    async def release_answer(self, call_sid: str) -> None:
+        self._answers.release(call_sid)
+        try:
+            await self._run("release", lambda: (self._client.zrem(RESERVED, call_sid),
+                                                self._client.delete(answer_key(call_sid))))
+        except RegistryUnavailable:
+            if not self.fallback:
+                raise
+
     async def stream_started(self, call_sid: str, token_id: str, token_ttl_s: float, once: bool) -> bool:
         local = self._answers.started(call_sid, token_id, token_ttl_s, once, time.time())
         try:

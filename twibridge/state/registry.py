@@ -84,6 +84,12 @@ class CallRegistry(Protocol):
         module docstring); True also reserves a call slot for ``reserve_s``."""
         ...
 
+    async def release_answer(self, call_sid: str) -> None:
+        """Forget ``call_sid``'s answer and reservation: its /voice was answered busy after
+        all (no token, no stream), so nothing of it may hold a ``max_calls`` slot or count
+        against Twilio's retries of it."""
+        ...
+
     async def stream_started(self, call_sid: str, token_id: str, token_ttl_s: float, once: bool) -> bool:
         """Record that ``call_sid``'s stream started with ``token_id`` ('' without one); release
         its reservation.  False when the token was used before, or (``once``) the CallSid
