@@ -21,6 +21,7 @@ from typing import Any, Mapping, get_origin
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from twibridge.config.outbound import OutboundConfig
 from twibridge.config.sections import (
     AgentConfig, CallsConfig, EchoAgentConfig, FallbackConfig, LogConfig, OpenAIAgentConfig, ServerConfig,
     StateConfig, TurnsConfig, TwilioConfig, VapiAgentConfig, WebsocketAgentConfig, _Section,
@@ -46,6 +47,7 @@ class Config(_Section):
     fallback: FallbackConfig = FallbackConfig()
     log: LogConfig = LogConfig()
     state: StateConfig = StateConfig()
+    outbound: OutboundConfig = OutboundConfig()
 
     def secrets(self) -> list[str]:
         """Every secret value set, so the log layer can scrub them anywhere.

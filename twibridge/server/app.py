@@ -40,7 +40,8 @@ from twibridge.logs import get_logger
 from twibridge.runtime import Runtime
 from twibridge.twilio import stream_token
 from twibridge.twilio.signature import SignatureChecker, public_base, signed_url, to_ws
-from twibridge.twilio.twiml import busy, connect_stream
+from twibridge.twilio.outbound import answered_by_machine
+from twibridge.twilio.twiml import busy, connect_stream, voicemail
 
 log = get_logger("twibridge.server.app")
 hypercorn_fix.install()
@@ -76,12 +77,27 @@ def create_app(rt: Runtime) -> QuartTrio:
     def twiml(body: str) -> Response:
         return Response(body, status=200, content_type="text/xml")
 
+    async def machine_answered(call_sid: str, answered_by: str, to: str) -> str:
+        """An outbound call reached a machine: voicemail (or hang up), never the agent."""
+        left = bool(cfg.outbound.voicemail_say)
+        outcome = "voicemail" if left else "machine-hangup"
+        log.info("voice.machine_answered", call_sid=call_sid, answered_by=answered_by, outcome=outcome)
+        summary = {"call_sid": call_sid, "outcome": outcome, "reason": f"answered by {answered_by}",
+                   "to_number": to, "duration_s": 0.0}
+        with trio.move_on_after(cfg.state.timeout_s):
+            await rt.registry.unregister(call_sid, summary)  # history only: no stream ever opens
+        if rt.metrics:
+            rt.metrics.call_ended(summary, [], [])
+        return voicemail(cfg.outbound.voicemail_say)
+
     @app.post("/voice")
     async def voice() -> Response:
         form = await signed_form()
         if form is None:
             return Response("invalid signature\n", status=403, content_type="text/plain")
         call_sid = form.get("CallSid", "")
+        if answered_by_machine(form.get("AnsweredBy")):
+            return twiml(await machine_answered(call_sid, str(form.get("AnsweredBy")), str(form.get("To", ""))))
         if rt.stopping.is_set() or await rt.cluster_active() >= cfg.server.max_calls:
             why = "draining" if rt.stopping.is_set() else "busy"
             log.warning("voice.refused", call_sid=call_sid, reason=why, active=rt.active)

@@ -27,7 +27,7 @@ OUTCOMES = {
     "completed": "completed", "caller-dropped": "caller_hung_up", "transferred": "transferred",
     "agent-failed": "agent_failed", "agent-hangup": "completed", "idle-timeout": "idle_timeout",
     "max-duration": "max_duration", "shutdown": "shutdown", "protocol-error": "protocol_error",
-    "refused-duplicate": "refused_duplicate",
+    "refused-duplicate": "refused_duplicate", "voicemail": "voicemail", "machine-hangup": "voicemail",
 }
 #: Webhooks/sockets turned away before a call existed (``refused(why)``).
 REFUSALS = ("busy", "unsigned", "duplicate")
