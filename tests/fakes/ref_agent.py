@@ -111,6 +111,8 @@ class _Conn:
             return
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
+            if isinstance(start.get("greeting"), str) and start["greeting"]:
+                nursery.start_soon(self.reply, tone(self.agent.reply_ms, freq=550.0))  # speaks first (v1.1)
             try:
                 while True:
                     raw = await self.ws.get_message()
@@ -157,6 +159,8 @@ class _Conn:
             await self.send({"type": "hangup", "reason": "caller pressed #"})
         elif kind == "dtmf" and message.get("digit") == "0":
             await self.send({"type": "transfer", "to": self.agent.transfer_to})
+        elif kind == "prompt" and isinstance(message.get("text"), str):
+            self.nursery.start_soon(self.reply, tone(self.agent.reply_ms, freq=550.0))  # "are you still there?"
         return True  # "mark" and unknown types: nothing to do
 
     async def reply(self, audio: bytes) -> None:

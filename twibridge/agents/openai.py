@@ -79,6 +79,10 @@ class OpenAISession:
     async def mark_played(self, item_id: str, played_ms: int) -> None:
         return None  # the heard position only matters at barge-in (interrupt)
 
+    async def prompt(self, instruction: str) -> bool:
+        await self.sock.send(*self.proto.prompt(instruction))
+        return True
+
     async def send_tool_result(self, call_id: str, name: str, output: Mapping[str, Any]) -> None:
         return None  # no configured functions yet: tools are the executor's (issue #17)
 
@@ -132,4 +136,7 @@ class OpenAIProvider:
                 await sock.aclose()
             raise
         log.info("agent.openai.session_ready", model=self.model, voice=self.voice, history_turns=len(self.history))
+        greet = proto.greet(call.greeting)
+        if greet:  # the agent speaks first: no dead air while server VAD waits for the caller
+            await sock.send(*greet)
         return session

@@ -28,7 +28,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError,
 
 from twibridge.agents.base import AgentDisconnected, AgentEvent, AgentFailed, CallInfo
 from twibridge.agents.websocket_protocol import (
-    AgentConnection, build_dtmf, build_mark, build_start, build_stop,
+    AgentConnection, build_dtmf, build_mark, build_prompt, build_start, build_stop,
 )
 from twibridge.config import Config
 from twibridge.logs import get_logger
@@ -225,6 +225,10 @@ class WebsocketSession:
 
     async def mark_played(self, item_id: str, played_ms: int) -> None:
         await self.sock.send(build_mark(item_id, played_ms))
+
+    async def prompt(self, instruction: str) -> bool:
+        await self.sock.send(build_prompt(instruction))
+        return True
 
     async def send_tool_result(self, call_id: str, name: str, output: Mapping[str, Any]) -> None:
         return None  # no configured functions yet: tools are the executor's (issue #17)

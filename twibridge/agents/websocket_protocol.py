@@ -50,12 +50,20 @@ def _dump(message: dict[str, Any]) -> str:
 
 
 def build_start(call: CallInfo) -> str:
-    return _dump({
+    start: dict[str, Any] = {
         "type": "start", "version": PROTOCOL_VERSION,
         "call": {"call_sid": call.call_sid, "stream_sid": call.stream_sid, "from": call.from_number,
                  "to": call.to_number, "params": dict(call.params)},
         "audio": {"encoding": ENCODING, "sample_rate": SAMPLE_RATE},
-    })
+    }
+    if call.greeting:  # optional field (v1.1): say it first, without waiting for the caller
+        start["greeting"] = call.greeting
+    return _dump(start)
+
+
+def build_prompt(text: str) -> str:
+    """Ask the agent to speak now (v1.1: idle check-ins, the idle goodbye)."""
+    return _dump({"type": "prompt", "text": text})
 
 
 def build_dtmf(digit: str) -> str:

@@ -53,6 +53,8 @@ class SpeakerStats:
     barge_ins: int = 0
     discarded_ms: int = 0
     reply_dropped_bytes: int = 0
+    #: When the call's first audio went out on the socket (pickup → audio).
+    first_audio_at: float | None = None
     clear_latency_ms: list[float] = field(default_factory=list)
     reply_latency_ms: list[float] = field(default_factory=list)
 
@@ -106,6 +108,23 @@ class Speaker:
                 return
             self._queued.append(buf)
         buf.append(ev.ulaw)
+
+    def play_clip(self, item_id: str, ulaw: bytes) -> bool:
+        """Queue audio the bridge plays itself (a greeting sound, DTMF tones, a tone).
+
+        It is a reply of its own, behind what is queued, and never touches the
+        agent's reply being filled; a barge-in cuts it like any reply.  False
+        when the queue is full.
+        """
+        buf = ReplyBuffer(item_id)
+        buf.append(ulaw)
+        buf.finish()
+        try:
+            self._turn_send.send_nowait(buf)
+        except trio.WouldBlock:
+            return False
+        self._queued.append(buf)
+        return True
 
     def on_reply_done(self, ev: ReplyDone) -> None:
         if self._filling is not None and self._filling.item_id == ev.item_id:
@@ -166,6 +185,8 @@ class Speaker:
                 await self._send(tw.build_mark(self.stream_sid, name))
             self.stats.messages_out += 2
             self.stats.audio_out_ms += len(chunk) // tw.BYTES_PER_MS
+            if self.stats.first_audio_at is None:
+                self.stats.first_audio_at = now
             if self.caller_end_at is not None:
                 self.stats.reply_latency_ms.append((now - self.caller_end_at) * 1000)
                 self.caller_end_at = None

@@ -27,7 +27,9 @@ def serve(
 
     logs.configure(cfg.log.level, cfg.log.format, cfg.secrets())
     log = logs.get_logger("twibridge.server.app")
-    problems = serve_problems(cfg)
+    from twibridge.call.sounds import sound_problems
+
+    problems = serve_problems(cfg) + sound_problems(cfg)
     if problems:
         for line in problems:
             typer.echo(f"refusing to start: {line}", err=True)

@@ -15,8 +15,14 @@ def validate_config(
 ) -> None:
     """Check a config file: prints 'ok' (exit 0) or one line per problem (exit 2)."""
     cfg, _ = load_config_or_exit(path)
+    from twibridge.call.sounds import sound_problems
     from twibridge.config import serve_problems
 
+    errors = sound_problems(cfg)
+    for line in errors:
+        typer.echo(f"{path or 'config'}: {line}", err=True)
+    if errors:
+        raise typer.Exit(2)
     for line in serve_problems(cfg):
         typer.echo(f"warning: {line}", err=True)
     typer.echo("ok")

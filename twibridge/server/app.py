@@ -168,10 +168,11 @@ def hypercorn_config(config: Config, host: str, port: int) -> HypercornConfig:
 
 
 def make_runtime(config: Config) -> Runtime:
+    from twibridge.call.sounds import load_sounds
     from twibridge.server.metrics import Metrics
     from twibridge.state import make_registry
 
-    return Runtime(config=config, registry=make_registry(config), metrics=Metrics())
+    return Runtime(config=config, registry=make_registry(config), metrics=Metrics(), sounds=load_sounds(config))
 
 
 async def drain(rt: Runtime, notifier: systemd.Notifier | None = None) -> None:

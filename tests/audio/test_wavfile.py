@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from twibridge.audio.g711 import ulaw_to_pcm16
-from twibridge.simulate.wavio import AudioFileError, load_caller_audio, resample, write_pcm16_wav
+from twibridge.audio.wavfile import AudioFileError, load_caller_audio, resample, write_pcm16_wav
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "audio"
 FIXTURE_FILES = sorted(FIXTURES.glob("*.wav"))
