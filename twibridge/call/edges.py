@@ -20,7 +20,9 @@ from typing import Protocol
 
 import trio
 
+from twibridge.agents.base import ToolSpec
 from twibridge.agents.supervisor import AgentSupervisor
+from twibridge.audio.dtmf import InvalidDigits, dtmf_ulaw
 from twibridge.audio.tones import tone_ulaw
 from twibridge.call.control import CallControl
 from twibridge.call.idle import IdleWatch
@@ -33,6 +35,16 @@ BRIDGE_ITEM = "bridge:"
 #: How long the goodbye may take to start, then to play, before we hang up anyway.
 GOODBYE_START_S = 5.0
 GOODBYE_PLAY_S = 15.0
+
+
+#: The built-in ``send_dtmf`` tool, as declared to a model (run by :meth:`Edges.send_dtmf`).
+SEND_DTMF = ToolSpec(
+    name="send_dtmf",
+    description="Press keys on the phone line (in-band DTMF tones), e.g. to get through another company's "
+    "phone menu. Digits 0-9, *, #, A-D.",
+    parameters={"type": "object", "properties": {"digits": {"type": "string", "description": "e.g. \"1\" or \"123#\""}},
+                "required": ["digits"]},
+)
 
 
 def is_bridge_item(item_id: str) -> bool:
@@ -57,6 +69,18 @@ class Edges:
         self._clips += 1
         if not self.speaker.play_clip(f"{BRIDGE_ITEM}{kind}:{self._clips}", ulaw):
             log.warning("call.sound_dropped", kind=kind, reason="too many queued replies")
+
+    def send_dtmf(self, digits: object) -> dict[str, object]:
+        """The ``send_dtmf`` tool: queue the tones, or tell the agent why not."""
+        if not isinstance(digits, str):
+            return {"error": "digits must be a string"}
+        try:
+            audio = dtmf_ulaw(digits)
+        except InvalidDigits as exc:
+            return {"error": str(exc)}
+        self.play("dtmf", audio)
+        log.info("call.dtmf_sent", digits=len(digits))  # how many, not which: they may be a PIN
+        return {"sent": True, "duration_ms": len(audio) // 8}
 
     def on_start(self, greeting_sound: bytes | None) -> None:
         self.started_at = trio.current_time()
