@@ -80,7 +80,7 @@ async def serve_raw(rt: Any, host: str, port: int) -> None:
     from twibridge.call.runner import Call
     from twibridge.logs import get_logger
 
-    log = get_logger("twibridge.server.app")
+    log = get_logger("twibridge.server")
 
     async def handler(stream: trio.SocketStream) -> None:
         try:
@@ -107,7 +107,7 @@ async def serve_tws(rt: Any, host: str, port: int) -> None:
     from twibridge.call.runner import Call
     from twibridge.logs import get_logger
 
-    log = get_logger("twibridge.server.app")
+    log = get_logger("twibridge.server")
 
     async def handler(request: Any) -> None:
         ws = await request.accept()

@@ -17,7 +17,7 @@ from twibridge.logs import get_logger
 from twibridge.twilio.rest import TwilioRest, TwilioRestError
 from twibridge.twilio.twiml import busy
 
-log = get_logger("twibridge.call.control")
+log = get_logger("twibridge.control")
 
 
 class CallControl:

@@ -51,7 +51,7 @@ from twibridge.twilio import stream_token
 from twibridge.audio.vad import SpeechEnded, TurnDetector
 from twibridge.audio.vad import SpeechStarted as VadSpeechStarted
 
-log = get_logger("twibridge.call.runner")
+log = get_logger("twibridge.call")
 
 #: A Twilio stream sends ``start`` at once; a socket that does not is not Twilio.
 START_TIMEOUT_S = 10.0

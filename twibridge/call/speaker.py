@@ -29,7 +29,7 @@ from twibridge.call.playout import Playout, TurnPlayout
 from twibridge.call.replies import ReplyBuffer
 from twibridge.twilio import protocol as tw
 
-log = get_logger("twibridge.call.speaker")
+log = get_logger("twibridge.speaker")
 
 #: Replies queued behind the one playing (bounded; more is a runaway agent).
 MAX_QUEUED_REPLIES = 8

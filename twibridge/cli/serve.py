@@ -26,7 +26,7 @@ def serve(
     from twibridge import logs
 
     logs.configure(cfg.log.level, cfg.log.format, cfg.secrets())
-    log = logs.get_logger("twibridge.server.app")
+    log = logs.get_logger("twibridge.server")
     from twibridge.call.sounds import sound_problems
 
     problems = serve_problems(cfg) + sound_problems(cfg)

@@ -43,7 +43,7 @@ from twibridge.twilio.signature import SignatureChecker, public_base, signed_url
 from twibridge.twilio.outbound import answered_by_machine
 from twibridge.twilio.twiml import busy, connect_stream, voicemail
 
-log = get_logger("twibridge.server.app")
+log = get_logger("twibridge.server")
 hypercorn_fix.install()
 
 

@@ -41,7 +41,7 @@ from twibridge.logs import get_logger
 if TYPE_CHECKING:
     from twibridge.runtime import Runtime
 
-log = get_logger("twibridge.server.systemd")
+log = get_logger("twibridge.systemd")
 
 #: How often the lag probe wakes (seconds); 2 samples a second cost nothing.
 LAG_PROBE_PERIOD_S = 0.5

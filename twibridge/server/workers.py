@@ -63,7 +63,7 @@ from twibridge.server import systemd
 from twibridge.config import Config, build_config
 from twibridge.logs import get_logger
 
-log = get_logger("twibridge.server.workers")
+log = get_logger("twibridge.workers")
 
 #: Listen backlog of the shared socket (Hypercorn re-listens with its own value).
 BACKLOG = 1024

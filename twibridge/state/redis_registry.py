@@ -56,7 +56,7 @@ from redis.retry import Retry
 from twibridge.logs import get_logger
 from twibridge.state.registry import CallRecord
 
-log = get_logger("twibridge.state.registry")
+log = get_logger("twibridge.registry")
 
 T = TypeVar("T")
 
