@@ -24,6 +24,7 @@ from twibridge.agents.base import ToolSpec
 from twibridge.agents.supervisor import AgentSupervisor
 from twibridge.audio.dtmf import InvalidDigits, dtmf_ulaw
 from twibridge.audio.tones import tone_ulaw
+from twibridge.audio.vad import TurnDetector
 from twibridge.call.control import CallControl
 from twibridge.call.idle import IdleWatch
 from twibridge.call.speaker import Speaker
@@ -51,7 +52,13 @@ def is_bridge_item(item_id: str) -> bool:
     return item_id.startswith(BRIDGE_ITEM)
 
 
-class Ending(Protocol):
+class CallView(Protocol):
+    """What the edges need of the call (call/runner.py's Call)."""
+
+    vad: TurnDetector
+    agent: AgentSupervisor | None
+    control: CallControl | None
+
     def end(self, outcome: str, reason: str) -> None: ...
 
 
@@ -101,13 +108,19 @@ class Edges:
             return max(now, self.speaker.playout.play_end)
         return self.idle.last_activity
 
+    async def check_ins(self, call: CallView) -> None:
+        """The call's idle check-ins, then the goodbye that ends it (a task of the call's nursery)."""
+        await self.idle.run(lambda now: self.heard_until(now, call.vad.in_speech),
+                            lambda text: self.check_in(call.agent, text),
+                            lambda text: self.goodbye(call.agent, call.control, call, text))
+
     async def check_in(self, agent: AgentSupervisor | None, instruction: str) -> None:
         asked = agent is not None and await agent.prompt(instruction)
         log.info("call.idle_check_in", n=self.idle.check_ins, by="agent" if asked else "tone")
         if not asked:
             self.play("tone", tone_ulaw())
 
-    async def goodbye(self, agent: AgentSupervisor | None, control: CallControl | None, call: Ending,
+    async def goodbye(self, agent: AgentSupervisor | None, control: CallControl | None, call: CallView,
                       instruction: str) -> None:
         """The last check-in went unanswered: a goodbye (played to its end), then hang up."""
         log.info("call.idle_goodbye", check_ins=self.idle.check_ins)

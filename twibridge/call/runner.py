@@ -123,7 +123,7 @@ class Call:
                     registered = await self._register(start)
                     self.edges.on_start(self.rt.sounds.get("greeting"))
                     nursery.start_soon(self._watchdogs)
-                    nursery.start_soon(self._check_ins)
+                    nursery.start_soon(self.edges.check_ins, self)
                     nursery.start_soon(self._idle_watch)
                     nursery.start_soon(self.speaker.run)
                     nursery.start_soon(self._agent_task)
@@ -350,12 +350,6 @@ class Call:
                 log.debug("call.agent_finished_speaking", turn=tp.turn, played_ms=tp.played_ms)
 
     # ----------------------------------------------------------------- agent
-
-    async def _check_ins(self) -> None:
-        """Idle check-ins, then the goodbye that ends the call (call/edges.py)."""
-        await self.idle.run(lambda now: self.edges.heard_until(now, self.vad.in_speech),
-                            lambda text: self.edges.check_in(self.agent, text),
-                            lambda text: self.edges.goodbye(self.agent, self.control, self, text))
 
     async def _agent_task(self) -> None:
         assert self.agent is not None
