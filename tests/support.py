@@ -167,3 +167,42 @@ def silence(ms: int) -> bytes:
 
 def frames(audio: bytes) -> list[bytes]:
     return [audio[i:i + 160] for i in range(0, len(audio) - 159, 160)]
+
+
+# -- DTMF: a receiver as a phone menu has one (Goertzel per 20 ms block) ----------
+
+DTMF_LOWS = (697, 770, 852, 941)
+DTMF_HIGHS = (1209, 1336, 1477, 1633)
+
+
+def goertzel_power(samples: list[float], freq: float, rate: int = 8000) -> float:
+    k = 2 * math.cos(2 * math.pi * freq / rate)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + k * s1 - s2, s1
+    return s1 * s1 + s2 * s2 - k * s1 * s2
+
+
+def dtmf_decode(ulaw: bytes) -> str:
+    """A DTMF receiver: 20 ms blocks, strongest low and high tone, a key per run of tone."""
+    pcm = ulaw_to_pcm16(ulaw)
+    samples = [float(v) for v in struct.unpack(f"<{len(pcm) // 2}h", pcm)]
+    from twibridge.audio.dtmf import FREQUENCIES
+
+    inverse = {v: k for k, v in FREQUENCIES.items()}
+    out, prev = [], None
+    for start in range(0, len(samples), 160):
+        block = samples[start:start + 160]
+        energy = sum(x * x for x in block)
+        key = None
+        if energy > 1e6:
+            low = max(DTMF_LOWS, key=lambda f: goertzel_power(block, f))
+            high = max(DTMF_HIGHS, key=lambda f: goertzel_power(block, f))
+            lp, hp = goertzel_power(block, low), goertzel_power(block, high)
+            others = [goertzel_power(block, f) for f in (*DTMF_LOWS, *DTMF_HIGHS) if f not in (low, high)]
+            if min(lp, hp) > 10 * max(others):  # both tones clearly above every other key's
+                key = inverse[(low, high)]
+        if key is not None and key != prev:
+            out.append(key)
+        prev = key
+    return "".join(out)

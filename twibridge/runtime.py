@@ -48,6 +48,8 @@ class Runtime:
     pending: int = 0
     provider_factory: Callable[[Config], "AgentProvider"] | None = None
     metrics: MetricsSink | None = None
+    #: The bridge's own sounds, μ-law 8 kHz, loaded once per config (twibridge/call/sounds.py).
+    sounds: dict[str, bytes] = field(default_factory=dict)
     #: Notified whenever a call ends (tests and drain wait on it).
     calls_changed: trio.Event = field(default_factory=trio.Event)
 

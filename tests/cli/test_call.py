@@ -129,3 +129,20 @@ def test_bad_credentials_are_exit_2_without_the_token(tmp_path: Path, fake: tupl
 def test_twilio_unreachable_is_exit_1(tmp_path: Path) -> None:
     result = invoke(CUSTOMER, "--config", str(full_config(tmp_path, "http://127.0.0.1:1")))
     assert result.exit_code == 1 and "unreachable" in result.stderr
+
+
+def test_machine_detection_asks_twilio_to_wait_for_the_beep(tmp_path: Path, fake: tuple[FakeTwilioRest, str]) -> None:
+    server, url = fake
+    result = invoke(CUSTOMER, "--machine-detection", "--config", str(full_config(tmp_path, url)))
+    assert result.exit_code == 0, result.output
+    assert server.requests[0].form["MachineDetection"] == ["DetectMessageEnd"]
+
+
+def test_machine_detection_from_the_config_and_its_opt_out(tmp_path: Path, fake: tuple[FakeTwilioRest, str]) -> None:
+    server, url = fake
+    path = full_config(tmp_path, url)
+    path.write_text(path.read_text() + "[outbound]\nmachine_detection = true\n")
+    assert invoke(CUSTOMER, "--config", str(path)).exit_code == 0
+    assert invoke(CUSTOMER, "--no-machine-detection", "--config", str(path)).exit_code == 0
+    assert server.requests[0].form["MachineDetection"] == ["DetectMessageEnd"]
+    assert "MachineDetection" not in server.requests[1].form

@@ -115,6 +115,8 @@ class _Conn:
             return
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
+            if isinstance(start.get("greeting"), str) and start["greeting"]:
+                nursery.start_soon(self.reply, tone(self.agent.reply_ms, freq=550.0))  # speaks first (v1.1)
             try:
                 while True:
                     raw = await self.ws.get_message()
@@ -168,6 +170,8 @@ class _Conn:
                                  "arguments": arguments})
         elif kind == "tool_result":
             self.nursery.start_soon(self.reply, tone(self.agent.reply_ms, freq=550.0))
+        elif kind == "prompt" and isinstance(message.get("text"), str):
+            self.nursery.start_soon(self.reply, tone(self.agent.reply_ms, freq=550.0))  # "are you still there?"
         return True  # "mark" and unknown types: nothing to do
 
     async def reply(self, audio: bytes) -> None:

@@ -239,6 +239,9 @@ class FakeTwilioRest:
             return twilio_error(400, 21210, f"'From' phone number not verified: {from_}")
         if not (form.get("Url") or form.get("Twiml")):
             return twilio_error(400, 21205, "Url or Twiml is required")
+        if form.get("MachineDetection", "Enable") not in ("Enable", "DetectMessageEnd"):
+            # Twilio documents only these two values; anything else is a 400.
+            return twilio_error(400, 21626, f"Invalid MachineDetection: {form['MachineDetection']}")
         sid = "CA" + secrets.token_hex(16)
         self.calls[sid] = FakeCall(sid, status="queued", to=to, from_=from_)
         return 201, {"sid": sid, "status": "queued", "to": to, "from": from_, "account_sid": self.account_sid}

@@ -60,6 +60,9 @@ class CallInfo:
     params: Mapping[str, str] = field(default_factory=dict)
     #: The configured functions this call's agent may call (besides the built-ins).
     tools: tuple[ToolSpec, ...] = ()
+    #: ``[agent] greeting``: what the agent says first, without waiting for the caller.
+    #: Empty on a reconnect (the caller already heard it).
+    greeting: str = ""
 
 
 # -- events from the agent to the bridge ------------------------------------
@@ -158,6 +161,14 @@ class AgentSession(Protocol):
     async def send_tool_result(self, call_id: str, name: str, output: Mapping[str, Any]) -> None:
         """The result of the :class:`ToolCall` ``call_id`` (a JSON object; ``{"error": ...}``
         when it failed), for the model to speak from.  Providers without tools ignore it."""
+
+    async def prompt(self, instruction: str) -> bool:
+        """Ask the agent to speak now, following ``instruction`` (an idle check-in, a goodbye).
+
+        Returns False when this provider cannot be asked (the bridge then
+        plays a short tone instead); True once the request is sent.
+        """
+        ...
 
     async def receive(self) -> AgentEvent:
         """The next event; raises :class:`AgentDisconnected` when the connection ends."""

@@ -79,6 +79,9 @@ class EchoSession:
     async def mark_played(self, item_id: str, played_ms: int) -> None:
         return None
 
+    async def prompt(self, instruction: str) -> bool:
+        return False  # the echo agent has no voice of its own: the bridge plays a tone
+
     async def send_tool_result(self, call_id: str, name: str, output: Mapping[str, Any]) -> None:
         return None  # no configured functions yet: tools are the executor's (issue #17)
 

@@ -81,6 +81,9 @@ class OpenAISession:
 
     async def transfer_failed(self, reason: str) -> None:
         await self.sock.send(*build_transfer_failed(reason))
+    async def prompt(self, instruction: str) -> bool:
+        await self.sock.send(*self.proto.prompt(instruction))
+        return True
 
     async def send_tool_result(self, call_id: str, name: str, output: Mapping[str, Any]) -> None:
         await self.sock.send(*self.proto.tool_result(call_id, dict(output)))
@@ -136,4 +139,7 @@ class OpenAIProvider:
                 await sock.aclose()
             raise
         log.info("agent.openai.session_ready", model=self.model, voice=self.voice, history_turns=len(self.history))
+        greet = proto.greet(call.greeting)
+        if greet:  # the agent speaks first: no dead air while server VAD waits for the caller
+            await sock.send(*greet)
         return session

@@ -123,8 +123,22 @@ def build_function_call_output(call_id: str, output: dict[str, Any]) -> str:
                   "item": {"type": "function_call_output", "call_id": call_id, "output": _dump(output)}})
 
 
-def build_response_create() -> str:
-    return _dump({"type": "response.create"})
+def build_response_create(instructions: str | None = None) -> str:
+    """Ask for a reply now; ``instructions`` steer this one reply only (the greeting)."""
+    if instructions is None:
+        return _dump({"type": "response.create"})
+    return _dump({"type": "response.create", "response": {"instructions": instructions}})
+
+
+def build_system_item(text: str) -> str:
+    """A system message in the conversation (an idle check-in's instruction)."""
+    return _dump({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "system", "content": [{"type": "input_text", "text": text}],
+    }})
+
+
+def greeting_instructions(greeting: str) -> str:
+    return f"Greet the caller now by saying exactly this, and nothing else: {greeting}"
 
 
 def build_history_item(role: str, text: str) -> str:
@@ -263,6 +277,14 @@ class RealtimeConnection:
         """``session.update``, then past turns as conversation items (after a reconnect)."""
         return [build_session_update(self.model, self.voice, self.instructions, self.transcribe_model, self.tools),
                 *(build_history_item(t.role, t.text) for t in history if t.text)]
+
+    def greet(self, greeting: str) -> list[str]:
+        """The agent speaks first (``[agent] greeting``): one reply asked for at once."""
+        return [build_response_create(greeting_instructions(greeting))] if greeting else []
+
+    def prompt(self, instruction: str) -> list[str]:
+        """An idle check-in (or the goodbye): the instruction as a system item, then a reply."""
+        return [build_system_item(instruction), build_response_create()]
 
     def interrupt(self, item_id: str | None, heard_ms: int) -> list[str]:
         """The caller barged in after hearing ``heard_ms`` of ``item_id``.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from dataclasses import replace
 from typing import Any, Awaitable, Callable, Mapping
 
 import trio
@@ -89,6 +90,16 @@ class AgentSupervisor:
         if notify is not None:
             with trio.move_on_after(self.config.connect_timeout_s):
                 await self._guard(notify(reason))
+    async def prompt(self, instruction: str) -> bool:
+        """Ask the agent to speak now; False when it cannot be asked (or is not connected)."""
+        if self.session is None:
+            return False
+        with trio.move_on_after(self.config.connect_timeout_s):
+            try:
+                return await self.session.prompt(instruction)
+            except AgentDisconnected:
+                return False
+        return False
 
     async def _guard(self, aw: Awaitable[None]) -> None:
         try:
@@ -144,8 +155,11 @@ class AgentSupervisor:
     async def _connection_nursery(self) -> None:
         async with trio.open_nursery() as nursery:
             try:
+                # The greeting is for the first connection only: after a
+                # reconnect the caller has heard it (or talked over it).
+                call = self.call if not self.connected.is_set() else replace(self.call, greeting="")
                 with trio.fail_after(self.config.connect_timeout_s):
-                    session = await self.provider.connect(self.call, nursery)
+                    session = await self.provider.connect(call, nursery)
             except trio.TooSlowError:
                 raise AgentDisconnected(f"connect timed out after {self.config.connect_timeout_s:g}s") from None
             except OSError as exc:

@@ -150,6 +150,11 @@ class VapiSession:
     async def mark_played(self, item_id: str, played_ms: int) -> None:
         return None
 
+    async def prompt(self, instruction: str) -> bool:
+        # The websocket transport takes no "say this now" from us; VAPI's own
+        # idle check-ins are the assistant's messagePlan.idleMessages.
+        return False
+
     async def send_tool_result(self, call_id: str, name: str, output: Mapping[str, Any]) -> None:
         return None  # no configured functions yet: tools are the executor's (issue #17)
 

@@ -111,6 +111,9 @@ def build_create_call(
     }
     if reconnect:
         overrides["firstMessageMode"] = "assistant-waits-for-user"
+    elif call.greeting:
+        overrides["firstMessage"] = call.greeting
+        overrides["firstMessageMode"] = "assistant-speaks-first"
     body["assistantOverrides"] = overrides
     body["transport"] = json.loads(json.dumps(TRANSPORT))  # a copy callers may not mutate ours through
     return body

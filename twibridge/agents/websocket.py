@@ -28,7 +28,8 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError,
 
 from twibridge.agents.base import MAX_AGENT_MESSAGE_BYTES, AgentDisconnected, AgentEvent, AgentFailed, CallInfo
 from twibridge.agents.websocket_protocol import (
-    AgentConnection, build_dtmf, build_mark, build_start, build_stop, build_tool_result, build_transfer_failed,
+    AgentConnection, build_dtmf, build_mark, build_prompt, build_start, build_stop, build_tool_result,
+    build_transfer_failed,
 )
 from twibridge.config import Config
 from twibridge.logs import get_logger
@@ -268,6 +269,9 @@ class WebsocketSession:
 
     async def transfer_failed(self, reason: str) -> None:
         await self.sock.send(build_transfer_failed(reason))
+    async def prompt(self, instruction: str) -> bool:
+        await self.sock.send(build_prompt(instruction))
+        return True
 
     async def send_tool_result(self, call_id: str, name: str, output: Mapping[str, Any]) -> None:
         await self.sock.send(build_tool_result(call_id, name, output))

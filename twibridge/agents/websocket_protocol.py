@@ -56,15 +56,25 @@ def _dump(message: dict[str, Any]) -> str:
 
 
 def build_start(call: CallInfo) -> str:
-    """``start``; ``tools`` only when the call has configured functions (older agents never see it)."""
-    tools = {"tools": [{"name": t.name, "description": t.description, "parameters": dict(t.parameters)}
-                       for t in call.tools]} if call.tools else {}
-    return _dump({
+    """``start``; ``tools`` only when the call has configured functions (older agents never see it);
+    ``greeting`` (v1.1) only on the call's first connection, when ``[agent] greeting`` is set."""
+    start: dict[str, Any] = {
         "type": "start", "version": PROTOCOL_VERSION,
         "call": {"call_sid": call.call_sid, "stream_sid": call.stream_sid, "from": call.from_number,
                  "to": call.to_number, "params": dict(call.params)},
-        "audio": {"encoding": ENCODING, "sample_rate": SAMPLE_RATE}, **tools,
-    })
+        "audio": {"encoding": ENCODING, "sample_rate": SAMPLE_RATE},
+    }
+    if call.tools:
+        start["tools"] = [{"name": t.name, "description": t.description, "parameters": dict(t.parameters)}
+                          for t in call.tools]
+    if call.greeting:  # say it first, without waiting for the caller
+        start["greeting"] = call.greeting
+    return _dump(start)
+
+
+def build_prompt(text: str) -> str:
+    """Ask the agent to speak now (v1.1: idle check-ins, the idle goodbye)."""
+    return _dump({"type": "prompt", "text": text})
 
 
 def build_tool_result(call_id: str, name: str, output: Mapping[str, Any]) -> str:

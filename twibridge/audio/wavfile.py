@@ -1,4 +1,4 @@
-"""WAV files ↔ 8 kHz μ-law, read once (a caller recording, a thinking sound).
+"""WAV files ↔ 8 kHz μ-law, read once per file (a caller recording, the bridge's own sounds).
 
 Twilio sends the bridge 8 kHz μ-law, so ``simulate-call`` converts whatever
 WAV the user has (PCM 8/16/24/32-bit, float, μ-law, A-law; 8-48 kHz; mono
@@ -10,7 +10,7 @@ Every way a file can be unusable becomes one :class:`AudioFileError` whose
 ``reason`` is a short phrase fit for ``cannot read FILE: <reason>``.
 
 It lives in ``audio`` (not ``simulate``) because the bridge reads WAVs too:
-``[tools] thinking_sound``.  ``twibridge.simulate.wavio`` re-exports it.
+``[tools] thinking_sound``, ``[calls] greeting_sound``.  ``twibridge.simulate.wavio`` re-exports it.
 """
 
 from __future__ import annotations

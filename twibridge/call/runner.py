@@ -44,6 +44,8 @@ from twibridge.logs import get_logger
 from twibridge.state.registry import CallRecord
 from twibridge.tools.calltools import CallTools, specs
 from twibridge.runtime import Runtime
+from twibridge.call.edges import Edges, is_bridge_item
+from twibridge.call.idle import IdleWatch
 from twibridge.call.speaker import Speaker
 from twibridge.twilio import protocol as tw
 from twibridge.twilio import stream_token
@@ -97,6 +99,8 @@ class Call:
                                 end_of_turn_ms=tcfg.end_of_turn_ms, echo_margin_db=tcfg.echo_margin_db)
         self.speaker = Speaker(tcfg, self.t.send, trio.Lock())
         self.speaker.warnings = self.warn
+        self.idle = IdleWatch(self.cfg.calls.idle_prompt_s, self.cfg.calls.idle_prompts)
+        self.edges = Edges(self.speaker, self.idle)
         self.outcome: str | None = None
         self.reason = ""
         self.close_code = CLOSE_NORMAL
@@ -121,7 +125,9 @@ class Call:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._reader)
                     registered = await self._admit(await self._await_start())
+                    self.edges.on_start(self.rt.sounds.get("greeting"))
                     nursery.start_soon(self._watchdogs)
+                    nursery.start_soon(self.edges.check_ins, self)
                     nursery.start_soon(self._idle_watch)
                     nursery.start_soon(self.speaker.run)
                     await nursery.start(self.tools.run)  # type: ignore[union-attr]  # made by _prepare
@@ -175,7 +181,8 @@ class Call:
         p = start.custom_parameters
         self.info = CallInfo(call_sid=start.call_sid, stream_sid=start.stream_sid, account_sid=start.account_sid,
                              from_number=p.get("From", ""), to_number=p.get("To", ""),
-                             params={k: v for k, v in p.items() if k != stream_token.PARAMETER}, tools=specs(self.cfg.tools))
+                             params={k: v for k, v in p.items() if k != stream_token.PARAMETER}, tools=specs(self.cfg.tools),
+                             greeting=self.cfg.agent.greeting)
         # Created now so caller audio buffers (bounded) while it connects.
         self.agent = AgentSupervisor(self.rt.provider(), self.info, self.cfg.agent, self._agent_event)
         self.tools = CallTools(self.cfg.tools, self.info, self.agent.send_tool_result, player=self.speaker,
@@ -256,6 +263,7 @@ class Call:
             "unknown_events": self.stats.unknown_events, "inbound_over_rate": self.rate.dropped,
             "transcript_dropped": self.stats.transcript.dropped, "warnings_suppressed": self.warn.suppressed,
             "tools": self.tools.report() if self.tools else [],
+            "pickup_to_audio_ms": self.edges.pickup_to_audio_ms,
         }
 
     # ---------------------------------------------------------------- inbound
@@ -331,19 +339,23 @@ class Call:
         speaking = self.speaker.speaking(now)
         ev = self.vad.feed(ulaw_dbfs(frame), t_ms, self.speaker.playout.agent_level(now) if speaking else None)
         if isinstance(ev, VadSpeechStarted):
+            self.idle.touch(now)
             self.speaker.caller_end_at = None
             if speaking and self.cfg.turns.barge_in in ("local", "both"):
                 await self.barge_in("local-vad", now, audio_ms=t_ms + tw.FRAME_MS)
         elif isinstance(ev, SpeechEnded):
             # The turn ended ``end_of_turn_ms`` of audio ago, in wall time too.
             self.speaker.caller_end_at = now - (t_ms + tw.FRAME_MS - ev.end_ms) / 1000
+            self.idle.touch(self.speaker.caller_end_at)
 
     async def _mark_echoed(self, name: str) -> None:
         echo = self.speaker.playout.on_mark(name, trio.current_time())
         if echo is None or echo.stale:
             return
         tp = self.speaker.playout.turns.get(echo.turn)
-        if tp is not None and self.agent is not None and tp.item_id:  # "": the thinking sound, not the agent's
+        if tp is not None and tp.fully_played:
+            self.idle.touch(trio.current_time())  # heard to its end: quiet counts from now
+        if tp is not None and self.agent is not None and tp.item_id and not is_bridge_item(tp.item_id):
             await self.agent.mark_played(tp.item_id, tp.played_ms)
             if tp.fully_played:
                 log.debug("call.agent_finished_speaking", turn=tp.turn, played_ms=tp.played_ms)
@@ -399,7 +411,7 @@ class Call:
         log.info("call.barge_in", trigger=trigger, heard_ms=cut.heard_ms, sent_ms=cut.sent_ms,
                  discarded_ms=cut.discarded_ms, item_id=cut.item_id, audio_ms=audio_ms,
                  clear_latency_ms=round(cut.clear_latency_ms, 2))
-        if self.agent is not None and cut.item_id:
+        if self.agent is not None and cut.item_id and not is_bridge_item(cut.item_id):
             await self.agent.interrupt(cut.item_id, cut.heard_ms)
 
     # -------------------------------------------------------------- watchdogs

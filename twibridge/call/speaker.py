@@ -69,6 +69,8 @@ class SpeakerStats:
     barge_ins: int = 0
     discarded_ms: int = 0
     reply_dropped_bytes: int = 0
+    #: When the call's first audio went out on the socket (pickup → audio).
+    first_audio_at: float | None = None
     clear_latency_ms: list[float] = field(default_factory=list)
     reply_latency_ms: list[float] = field(default_factory=list)
 
@@ -128,6 +130,23 @@ class Speaker:
                 return
             self._queued.append(buf)
         buf.append(ev.ulaw)
+
+    def play_clip(self, item_id: str, ulaw: bytes) -> bool:
+        """Queue audio the bridge plays itself (a greeting sound, DTMF tones, a tone).
+
+        It is a reply of its own, behind what is queued, and never touches the
+        agent's reply being filled; a barge-in cuts it like any reply.  False
+        when the queue is full.
+        """
+        buf = ReplyBuffer(item_id)
+        buf.append(ulaw)
+        buf.finish()
+        try:
+            self._turn_send.send_nowait(buf)
+        except trio.WouldBlock:
+            return False
+        self._queued.append(buf)
+        return True
 
     def on_reply_done(self, ev: ReplyDone) -> None:
         if self._filling is not None and self._filling.item_id == ev.item_id:
@@ -208,6 +227,8 @@ class Speaker:
         now = trio.current_time()
         self.playout.on_sent(tp, ms, now, ulaw_dbfs(audio))
         self.stats.audio_out_ms += ms
+        if self.stats.first_audio_at is None:
+            self.stats.first_audio_at = now
         if self.caller_end_at is not None and tp.item_id:  # a filler (thinking sound) is no reply
             self.stats.reply_latency_ms.append((now - self.caller_end_at) * 1000)
             self.caller_end_at = None

@@ -27,6 +27,10 @@ def call_command(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
     ring_timeout: Optional[int] = typer.Option(None, "--ring-timeout", min=5, max=600,
                                                help="Seconds to let it ring (Twilio's default: 60)."),
+    machine_detection: Optional[bool] = typer.Option(
+        None, "--machine-detection/--no-machine-detection",
+        help="Twilio answering-machine detection: on a machine, leave [outbound] voicemail_say after the beep "
+        "(or hang up) instead of starting the agent (default: [outbound] machine_detection)."),
 ) -> None:
     """Place an outbound call; when answered, it is bridged to the agent like an inbound call.
 
@@ -54,7 +58,8 @@ def call_command(
             typer.echo(f"cannot place the call: {line}", err=True)
         raise typer.Exit(2)
     try:
-        call_sid = trio.run(lambda: place_call(cfg, to, from_, ring_timeout_s=ring_timeout))
+        call_sid = trio.run(lambda: place_call(cfg, to, from_, ring_timeout_s=ring_timeout,
+                                                   machine_detection=machine_detection))
     except TwilioRestError as exc:
         typer.echo(f"call not placed: {exc.message}", err=True)
         raise typer.Exit(1 if exc.retryable else 2) from None

@@ -79,9 +79,10 @@ def serve(
 
     logs.configure(cfg.log.level, cfg.log.format, cfg.secrets())
     log = logs.get_logger("twibridge.server")
+    from twibridge.call.sounds import sound_problems
     from twibridge.tools.checks import problems as tools_problems
 
-    problems = serve_problems(cfg) + tools_problems(cfg)
+    problems = serve_problems(cfg) + tools_problems(cfg) + sound_problems(cfg)
     unsigned_public = unsigned_public_problem(cfg, host or cfg.server.host)
     if unsigned_public:
         problems = [*problems, unsigned_public]

@@ -15,15 +15,15 @@ def validate_config(
 ) -> None:
     """Check a config file: prints 'ok' (exit 0) or one line per problem (exit 2)."""
     cfg, chosen = load_config_or_exit(path)
+    from twibridge.call.sounds import sound_problems
     from twibridge.config import serve_problems
     from twibridge.tools.checks import problems
 
-    bad = problems(cfg)  # [tools] checks that read files or need other wings
+    bad = problems(cfg) + sound_problems(cfg)  # checks that read files or need other wings
     for line in bad:
         typer.echo(f"{chosen}: {line}" if chosen else line, err=True)
     if bad:
         raise typer.Exit(2)
-
     for line in serve_problems(cfg):
         typer.echo(f"warning: {line}", err=True)
     typer.echo("ok")

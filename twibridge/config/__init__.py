@@ -22,6 +22,7 @@ from typing import Any, Mapping, get_origin
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from twibridge.config.transfer import TransferConfig
+from twibridge.config.outbound import OutboundConfig
 from twibridge.config.sections import (
     AgentConfig, CallsConfig, EchoAgentConfig, FallbackConfig, LogConfig, OpenAIAgentConfig, ServerConfig,
     StateConfig, TurnsConfig, TwilioConfig, VapiAgentConfig, WebsocketAgentConfig, _Section,
@@ -51,6 +52,7 @@ class Config(_Section):
     state: StateConfig = StateConfig()
     transfer: TransferConfig = TransferConfig()
     tools: ToolsConfig = ToolsConfig()
+    outbound: OutboundConfig = OutboundConfig()
 
     def secrets(self) -> list[str]:
         """Every secret value set, so the log layer can scrub them anywhere.

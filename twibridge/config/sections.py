@@ -106,6 +106,8 @@ class AgentConfig(_Section):
     reconnect_backoff_s: float = Field(0.5, gt=0, le=60)
     reconnect_backoff_max_s: float = Field(8.0, gt=0, le=600)
     connect_buffer_ms: int = Field(5000, ge=0, le=60_000)
+    #: What the agent says first, without waiting for the caller (each provider its own way).
+    greeting: str = Field("", max_length=1000)
     echo: EchoAgentConfig = EchoAgentConfig()
     vapi: VapiAgentConfig = VapiAgentConfig()
     openai: OpenAIAgentConfig = OpenAIAgentConfig()
@@ -133,6 +135,12 @@ class CallsConfig(_Section):
     inbound_queue_frames: int = Field(250, ge=10, le=10_000)
     agent_queue_events: int = Field(500, ge=10, le=100_000)
     teardown_timeout_s: float = Field(2.0, gt=0, le=60)
+    #: A WAV the bridge plays the instant the stream starts, while the agent connects.
+    greeting_sound: str = ""
+    #: Neither side has spoken this long (after the agent's audio was played): a check-in; 0 disables.
+    idle_prompt_s: float = Field(8.0, ge=0, le=600)
+    #: Check-ins before a goodbye and a hang-up.
+    idle_prompts: int = Field(2, ge=0, le=10)
 
 
 class TurnsConfig(_Section):

@@ -44,7 +44,8 @@ from twibridge.logs import get_logger
 from twibridge.runtime import Runtime
 from twibridge.twilio import stream_token
 from twibridge.twilio.signature import SignatureChecker, public_base, signed_url, to_ws
-from twibridge.twilio.twiml import busy, connect_stream, xml_safe
+from twibridge.twilio.outbound import answered_by_machine
+from twibridge.twilio.twiml import busy, connect_stream, voicemail, xml_safe
 
 log = get_logger("twibridge.server")
 hypercorn_fix.install()
@@ -107,6 +108,18 @@ def create_app(rt: Runtime) -> QuartTrio:
         if rt.metrics:
             rt.metrics.refused("busy")
         return twiml(busy(cfg.fallback.say, cfg.fallback.dial))
+    async def machine_answered(call_sid: str, answered_by: str, to: str) -> str:
+        """An outbound call reached a machine: voicemail (or hang up), never the agent."""
+        left = bool(cfg.outbound.voicemail_say)
+        outcome = "voicemail" if left else "machine-hangup"
+        log.info("voice.machine_answered", call_sid=call_sid, answered_by=answered_by, outcome=outcome)
+        summary = {"call_sid": call_sid, "outcome": outcome, "reason": f"answered by {answered_by}",
+                   "to_number": to, "duration_s": 0.0}
+        with trio.move_on_after(cfg.state.timeout_s):
+            await rt.registry.unregister(call_sid, summary)  # history only: no stream ever opens
+        if rt.metrics:
+            rt.metrics.call_ended(summary, [], [])
+        return voicemail(cfg.outbound.voicemail_say)
 
     @app.post("/voice")
     async def voice() -> Response:
@@ -118,6 +131,8 @@ def create_app(rt: Runtime) -> QuartTrio:
             # Twilio's SIDs never look otherwise: a signed form whose key/value boundaries were moved.
             log.warning("voice.bad_sid", call_sid=call_sid[:40], account_sid=account_sid[:40], remote=remote_addr())
             return Response("bad CallSid or AccountSid\n", status=400, content_type="text/plain")
+        if answered_by_machine(form.get("AnsweredBy")):
+            return twiml(await machine_answered(call_sid, str(form.get("AnsweredBy")), str(form.get("To", ""))))
         admitted = await admission.bounded(rt, rt.registry.admitted(), 0, "admitted")
         full = max(admitted, len(rt.calls)) >= cfg.server.max_calls
         if rt.stopping.is_set():
@@ -222,10 +237,11 @@ def hypercorn_config(config: Config, host: str, port: int) -> HypercornConfig:
 
 
 def make_runtime(config: Config) -> Runtime:
+    from twibridge.call.sounds import load_sounds
     from twibridge.server.metrics import Metrics
     from twibridge.state import make_registry
 
-    return Runtime(config=config, registry=make_registry(config), metrics=Metrics())
+    return Runtime(config=config, registry=make_registry(config), metrics=Metrics(), sounds=load_sounds(config))
 
 
 async def drain(rt: Runtime, notifier: systemd.Notifier | None = None) -> None:

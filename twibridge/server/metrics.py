@@ -27,7 +27,8 @@ OUTCOMES = {
     "completed": "completed", "caller-dropped": "caller_hung_up", "transferred": "transferred",
     "agent-failed": "agent_failed", "agent-hangup": "completed", "idle-timeout": "idle_timeout",
     "max-duration": "max_duration", "shutdown": "shutdown", "protocol-error": "protocol_error",
-    "refused-duplicate": "refused_duplicate",
+    "refused-duplicate": "refused_duplicate", "voicemail": "voicemail", "machine-hangup": "voicemail",
+    "caller-idle": "caller_idle",
 }
 #: Webhooks/sockets turned away before a call existed (``refused(why)``).
 REFUSALS = ("busy", "unsigned", "duplicate")
@@ -62,6 +63,9 @@ class Metrics:
         self.tool_duration = Histogram("twibridge_tool_duration_seconds", "Tool calls, by function and outcome",
                                        ["tool", "outcome"], registry=r,
                                        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30))
+        self.pickup_to_audio = Histogram("twibridge_pickup_to_audio_seconds",
+                                         "Stream start to the first audio sent to the caller (greeting sound or "
+                                         "agent)", buckets=_LATENCY_BUCKETS, registry=r)
         self.agent_reconnects = Counter("twibridge_agent_reconnects", "Agent reconnections", registry=r)
         self.buffer_depth = Gauge("twibridge_inbound_buffer_frames",
                                   "Inbound frames queued (channel + jitter buffer), all calls", registry=r)
@@ -102,6 +106,9 @@ class Metrics:
         self.agent_reconnects.inc(summary.get("agent_reconnects", 0))
         for ms in reply_latency_ms:
             self.reply_latency.observe(ms / 1000)
+        pickup = summary.get("pickup_to_audio_ms")
+        if isinstance(pickup, (int, float)):
+            self.pickup_to_audio.observe(pickup / 1000)
         for ms in clear_latency_ms:
             self.clear_latency.observe(ms / 1000)
 

@@ -42,6 +42,7 @@ FRAME_BYTES = 160
 REPORT_KEYS = (
     "call_sid", "stream_sid", "audio_sent_ms", "audio_received_ms", "frames_sent", "frames_received",
     "marks_received", "marks_echoed", "clears", "turns", "barge_ins", "events", "protocol_errors", "tools",
+    "pickup_to_audio_ms",
 )
 
 
@@ -145,6 +146,8 @@ def build_report(result: CallResult, tools: list[dict[str, Any]] | None = None) 
         "events": events,
         "protocol_errors": list(result.protocol_errors),
         "tools": None if tools is None else [dict(t) for t in tools],
+        # start → the first audio the caller heard (a greeting sound, or the agent's first words)
+        "pickup_to_audio_ms": round(played[0][0]) if played else None,
     }
 
 

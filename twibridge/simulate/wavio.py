@@ -1,7 +1,7 @@
 """Caller recordings in, heard audio out: the WAV reader and writer ``simulate-call`` uses.
 
 The code lives in :mod:`twibridge.audio.wavfile` (the bridge reads WAVs too:
-``[tools] thinking_sound``); this module keeps the import path.
+``[tools] thinking_sound``, ``[calls] greeting_sound``); this module keeps the import path.
 """
 
 from __future__ import annotations

@@ -33,9 +33,27 @@ def outbound_problems(config: Config, from_: str | None = None) -> list[str]:
     return problems
 
 
+#: ``AnsweredBy`` values (Twilio's answering-machine detection) that mean "not a person".
+MACHINE_ANSWERS = frozenset({"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other",
+                             "fax"})
+
+
+def answered_by_machine(answered_by: str | None) -> bool:
+    """Whether /voice's ``AnsweredBy`` says a machine (or fax) took the call.
+
+    ``human`` and ``unknown`` (detection could not tell) get the agent: a
+    person wrongly sent to voicemail is worse than an agent talking to one.
+    """
+    return answered_by in MACHINE_ANSWERS
+
+
 async def place_call(config: Config, to: str, from_: str | None = None, *,
-                     rest: TwilioRest | None = None, ring_timeout_s: int | None = None) -> str:
+                     rest: TwilioRest | None = None, ring_timeout_s: int | None = None,
+                     machine_detection: bool | None = None) -> str:
     """Create the outbound call; return its CallSid.
+
+    ``machine_detection`` (default ``[outbound] machine_detection``) turns on
+    Twilio's answering-machine detection: /voice then gets ``AnsweredBy``.
 
     Raises:
         ValueError: the config cannot place calls (see :func:`outbound_problems`).
@@ -48,4 +66,5 @@ async def place_call(config: Config, to: str, from_: str | None = None, *,
     return await rest.create_call(
         check_number(to, "to"), check_number(from_ or config.twilio.from_number, "from"),
         url=voice_url(config), ring_timeout_s=ring_timeout_s,
+        machine_detection=config.outbound.machine_detection if machine_detection is None else machine_detection,
     )

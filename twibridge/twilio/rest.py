@@ -163,6 +163,7 @@ class TwilioRest:
         status_callback_events: Iterable[str] = DEFAULT_STATUS_EVENTS,
         ring_timeout_s: int | None = None,
         time_limit_s: int | None = None,
+        machine_detection: bool = False,
     ) -> str:
         """Place an outbound call whose answer fetches TwiML from ``url`` (POST).
 
@@ -181,6 +182,10 @@ class TwilioRest:
             form["Timeout"] = str(int(ring_timeout_s))
         if time_limit_s is not None:
             form["TimeLimit"] = str(int(time_limit_s))
+        if machine_detection:
+            # Wait for the greeting's end (the beep) before fetching Url, so a
+            # voicemail left from /voice starts after it.
+            form["MachineDetection"] = "DetectMessageEnd"
         data = await self._post(f"/{API_VERSION}/Accounts/{self._account(None)}/Calls.json", form)
         sid = data.get("sid")
         if not isinstance(sid, str) or not _CALL_SID.match(sid):

@@ -48,3 +48,12 @@ def busy(say: str, dial: str = "") -> str:
         vr.dial(xml_safe(dial))
     vr.hangup()
     return str(vr)
+
+
+def voicemail(say: str) -> str:
+    """An outbound call a machine answered: leave ``say`` after the beep, or just hang up."""
+    vr = VoiceResponse()
+    if say:
+        vr.say(say)
+    vr.hangup()
+    return str(vr)
