@@ -16,7 +16,7 @@ import trio.testing
 
 from fakes.openai_realtime import API_KEY, FakeRealtime
 from fakes.ref_agent import RefAgent
-from support import TOKEN, bridge, correlation, make_config, silence, tone
+from support import ACCOUNT_SID, TOKEN, bridge, make_config, silence, tone
 from twibridge.audio.wavfile import load_caller_audio
 from twibridge.simulate import CallOptions, build_report, simulate_call
 from twibridge.simulate.record import Outcome
@@ -63,7 +63,7 @@ async def test_greeting_sound_then_the_agents_own_greeting(fast_clock: Any, capt
     with trio.fail_after(30):
         async with agent_bridge(agent, {"greeting_sound": str(HELLO), **NO_IDLE},
                                 {"greeting": "Thanks for calling Acme."}) as (server, _):
-            result = await simulate_call(server, TOKEN, silence(4000), CallOptions(tail_s=0.5))
+            result = await simulate_call(server, TOKEN, silence(4000), CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
     assert result.ok, (result.outcome, result.detail)
     sound = load_caller_audio(HELLO).ulaw
     # heard_ulaw is on the call's timeline; the sound goes out in 100 ms chunks (a loaded
@@ -88,7 +88,7 @@ async def test_openai_speaks_first_without_a_sound(fast_clock: Any) -> None:
     fake = FakeRealtime(reply_ms=800)
     with trio.fail_after(30):
         async with agent_bridge(fake, NO_IDLE, {"greeting": "Hello from Acme!"}) as (server, _):
-            result = await simulate_call(server, TOKEN, silence(3000), CallOptions(tail_s=0.5))
+            result = await simulate_call(server, TOKEN, silence(3000), CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
     assert result.ok, (result.outcome, result.detail)
     (greet,) = fake.of_type("response.create")
     assert "Hello from Acme!" in greet["response"]["instructions"]
@@ -100,7 +100,7 @@ async def test_no_greeting_on_a_reconnect(fast_clock: Any) -> None:
     agent.drop_after_frames = 60  # the connection breaks 1.2 s in; the supervisor reconnects
     with trio.fail_after(30):
         async with agent_bridge(agent, NO_IDLE, {"greeting": "Hi!"}) as (server, _):
-            result = await simulate_call(server, TOKEN, silence(3000), CallOptions(tail_s=0.5))
+            result = await simulate_call(server, TOKEN, silence(3000), CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
     assert result.ok
     starts = agent.of_type("start")
     assert len(starts) == 2 and starts[0]["greeting"] == "Hi!" and "greeting" not in starts[1]
@@ -111,7 +111,7 @@ async def test_barge_in_over_the_greeting_sound_cuts_it_and_spares_the_agent(fas
     caller = silence(1500) + tone(1200, amp=0.9) + silence(2500)  # louder than the sound: no echo
     with trio.fail_after(30):
         async with agent_bridge(agent, {"greeting_sound": str(LONG), **NO_IDLE}, {}) as (server, _):
-            result = await simulate_call(server, TOKEN, caller, CallOptions(tail_s=0.5))
+            result = await simulate_call(server, TOKEN, caller, CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
     assert result.ok, (result.outcome, result.detail)
     sound = load_caller_audio(LONG).ulaw
     assert result.clears and 1500 <= result.clears[0] < len(sound) / 8  # cut after the caller spoke up
@@ -124,7 +124,7 @@ async def test_idle_check_ins_then_goodbye_and_hang_up(fast_clock: Any, captured
     cfg = make_config(calls={"idle_prompt_s": 3, "idle_prompts": 2})
     with trio.fail_after(30):
         async with bridge(cfg) as (server, _):
-            result = await simulate_call(server, TOKEN, silence(20_000), CallOptions(tail_s=0.5))
+            result = await simulate_call(server, TOKEN, silence(20_000), CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
     assert result.outcome is Outcome.SERVER_CLOSED  # the bridge hung up, not the caller
     runs = heard_runs(result)
     assert len(runs) == 2  # two soft tones (the echo agent cannot be asked to speak)
@@ -140,7 +140,7 @@ async def test_idle_counts_from_when_the_greeting_was_played(fast_clock: Any) ->
     cfg = make_config(calls={"idle_prompt_s": 3, "idle_prompts": 1, "greeting_sound": str(LONG)})
     with trio.fail_after(30):
         async with bridge(cfg) as (server, _):
-            result = await simulate_call(server, TOKEN, silence(15_000), CallOptions(tail_s=0.5))
+            result = await simulate_call(server, TOKEN, silence(15_000), CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
     sound = load_caller_audio(LONG).ulaw
     last = [c for i in range(0, len(sound), 800) if (c := sound[i:i + 800]).strip(b"\xff")][-1]
     greeting_end = (result.heard_ulaw.find(last) + len(last)) / 8
@@ -154,7 +154,7 @@ async def test_speech_resets_the_quiet(fast_clock: Any) -> None:
     caller = silence(2000) + tone(800) + silence(7000)
     with trio.fail_after(30):
         async with bridge(cfg) as (server, _):
-            result = await simulate_call(server, TOKEN, caller, CallOptions(tail_s=0.5))
+            result = await simulate_call(server, TOKEN, caller, CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
     runs = heard_runs(result)
     # the echo of the caller's words, then (3 s after it was heard) the check-in tone
     assert len(runs) >= 2
@@ -165,7 +165,7 @@ async def test_openai_is_asked_to_check_in(fast_clock: Any, captured_logs: Any) 
     fake = FakeRealtime(reply_ms=600)
     with trio.fail_after(30):
         async with agent_bridge(fake, {"idle_prompt_s": 2, "idle_prompts": 1}, {}) as (server, _):
-            await simulate_call(server, TOKEN, silence(12_000), CallOptions(tail_s=0.5))
+            await simulate_call(server, TOKEN, silence(12_000), CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
     items = [m["item"] for m in fake.of_type("conversation.item.create")]
     system = [i for i in items if i.get("role") == "system"]
     assert len(system) == 2  # the check-in, then the goodbye

@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 UNITS = Path(__file__).parents[2] / "systemd"
-MAY_DIFFER = {"Description", "Documentation", "ExecStart", "KillMode"}
+#: Keys the two units may set differently: what they are, how they start, and the memory ceiling
+#: (the workers unit holds N processes).
+MAY_DIFFER = {"Description", "Documentation", "ExecStart", "KillMode", "MemoryMax"}
 
 
 def directives(path: Path) -> dict[str, list[str]]:

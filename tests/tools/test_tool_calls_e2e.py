@@ -17,7 +17,7 @@ from fakes import silence
 from fakes.openai_realtime import API_KEY, FakeRealtime
 from fakes.ref_agent import RefAgent
 from fakes.tool_backend import ToolBackend, tool_backend
-from support import TOKEN, Leg, bridge, frames, make_config, media_socket, tone, wait_calls
+from support import ACCOUNT_SID, TOKEN, Leg, bridge, frames, make_config, media_socket, tone, wait_calls
 from twibridge.simulate import CallOptions, simulate_call
 from twibridge.runtime import Runtime
 from twibridge.twilio import emulation as emu
@@ -175,7 +175,7 @@ async def test_openai_parallel_function_calls_get_outputs_then_one_response_crea
         with trio.fail_after(30):
             async with bridge(cfg) as (server, rt):
                 result = await simulate_call(server, TOKEN, silence(300) + tone(700) + silence(5000),
-                                             CallOptions(tail_s=0.5))
+                                             CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
                 await wait_calls(rt, 0)
             await fake.wait_for(lambda: fake.live == 0)
         nursery.cancel_scope.cancel()
