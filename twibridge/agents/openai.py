@@ -24,7 +24,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import trio
 
 from twibridge.agents.base import AgentEvent, AgentFailed, CallInfo, HangupRequest, Transcript, TransferRequest
-from twibridge.agents.openai_protocol import RealtimeConnection, build_audio_append, build_transfer_failed
+from twibridge.agents.openai_messages import build_audio_append, build_transfer_failed
+from twibridge.agents.openai_protocol import RealtimeConnection
 from twibridge.agents.websocket import AgentSocket
 from twibridge.config import Config
 from twibridge.logs import get_logger

@@ -23,7 +23,6 @@ shield; every cancel carries a reason that the logs repeat.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,6 +46,7 @@ from twibridge.runtime import Runtime
 from twibridge.call.edges import Edges, is_bridge_item
 from twibridge.call.idle import IdleWatch
 from twibridge.call.speaker import Speaker
+from twibridge.call.summary import summarize
 from twibridge.twilio import protocol as tw
 from twibridge.twilio import stream_token
 from twibridge.audio.vad import SpeechEnded, TurnDetector
@@ -240,31 +240,8 @@ class Call:
         return self._in_send.statistics().current_buffer_used + self.jitter.depth
 
     def summary(self) -> dict[str, Any]:
-        sp = self.speaker.stats
-        lat = sorted(sp.reply_latency_ms)
-
-        def pct(q: float) -> float | None:
-            return round(lat[min(len(lat) - 1, int(q * len(lat)))], 1) if lat else None
-
-        return {
-            "call_sid": self.start.call_sid if self.start else "",
-            "outcome": self.outcome, "reason": self.reason,
-            "duration_s": round(trio.current_time() - self._started_at, 3),
-            "frames_in": self.stats.frames_in,
-            "messages_out": sp.messages_out, "audio_out_ms": sp.audio_out_ms,
-            "audio_played_ms": self.speaker.playout.played_ms_total,
-            "barge_ins": sp.barge_ins, "discarded_ms": sp.discarded_ms,
-            "reply_latency_p50_ms": pct(0.5), "reply_latency_p95_ms": pct(0.95),
-            "clear_latency_p50_ms": round(statistics.median(sp.clear_latency_ms), 2)
-            if sp.clear_latency_ms else None,
-            "jitter": vars(self.jitter.stats),
-            "agent_reconnects": self.agent.reconnects if self.agent else 0,
-            "agent_dropped_frames": self.agent.dropped_frames if self.agent else 0,
-            "unknown_events": self.stats.unknown_events, "inbound_over_rate": self.rate.dropped,
-            "transcript_dropped": self.stats.transcript.dropped, "warnings_suppressed": self.warn.suppressed,
-            "tools": self.tools.report() if self.tools else [],
-            "pickup_to_audio_ms": self.edges.pickup_to_audio_ms,
-        }
+        """The ``call.ended`` line's fields (call/summary.py)."""
+        return summarize(self)
 
     # ---------------------------------------------------------------- inbound
 
