@@ -90,7 +90,7 @@ def test_audio_flow_and_reply_done() -> None:
     assert conn.receive(ev("response.output_audio.done", response_id="resp_1", item_id="item_a")) == [
         ReplyDone("item_a")]
     assert conn.receive(ev("response.output_audio_transcript.done", response_id="resp_1", item_id="item_a",
-                           transcript="Hello!")) == [Transcript("assistant", "Hello!")]
+                           transcript="Hello!")) == [Transcript("assistant", "Hello!", item_id="item_a")]
     assert conn.receive(ev("conversation.item.input_audio_transcription.completed", item_id="u1",
                            content_index=0, transcript="Hi there")) == [Transcript("user", "Hi there")]
     assert conn.receive(ev("response.done", response={"id": "resp_1", "status": "completed"})) == []

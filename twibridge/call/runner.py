@@ -34,13 +34,15 @@ import trio
 
 from twibridge.agents.base import (
     AgentEvent, AgentFailed, AgentNotice, AudioOut, CallInfo, HangupRequest, ReplyDone,
-    SpeechStarted, Transcript, TransferRequest,
+    SpeechStarted, Transcript, TransferRequest, Usage,
 )
+from twibridge.call.records_hooks import RecordsHooks
 from twibridge.agents.supervisor import AgentSupervisor
 from twibridge.audio.g711 import ulaw_dbfs
 from twibridge.call.control import CallControl
 from twibridge.call.jitter import JitterBuffer
 from twibridge.logs import get_logger
+from twibridge.records.session import CallRecords
 from twibridge.state.registry import CallRecord
 from twibridge.runtime import Runtime
 from twibridge.call.speaker import Speaker
@@ -77,7 +79,7 @@ class CallStats:
     transcript: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=MAX_TRANSCRIPT))
 
 
-class Call:
+class Call(RecordsHooks):
     """Runs one Media Streams connection from ``start`` to teardown."""
 
     def __init__(self, transport: Transport, rt: Runtime, remote: str = "") -> None:
@@ -104,6 +106,8 @@ class Call:
         self._transferring = False  # a transfer ends the stream: its stop is no hang-up
         self._last_media = trio.current_time()
         self._started_at = trio.current_time()
+        self.records = CallRecords(self.cfg, self._started_at)  # transcript, report, recording
+        self.agent_name = "default"  # the agent profile (routing may set it): the report's ``agent``
 
     # ------------------------------------------------------------------ life
 
@@ -171,6 +175,7 @@ class Call:
         # Created now so caller audio buffers (bounded) while it connects.
         self.agent = AgentSupervisor(self.rt.provider(), self.info, self.cfg.agent, self._agent_event)
         self._last_media = trio.current_time()
+        self.records.started(self._last_media)
 
     def _authorize(self, start: tw.Start) -> None:
         """Refuse a stream without the token its ``/voice`` minted (before any agent connects)."""
@@ -216,10 +221,9 @@ class Call:
         if registered and self.start is not None:
             summary = self.summary()
             with trio.move_on_after(self.cfg.calls.teardown_timeout_s, shield=True):
-                # The transcript (if the agent gave one) goes to the registry's
-                # history only, never into the log line: it is the caller's speech.
-                await self.rt.registry.unregister(self.start.call_sid,
-                                                  {**summary, "transcript": list(self.stats.transcript)})
+                # The transcript (redacted) goes to the registry's history and the
+                # report only, never into the log line: it is the caller's speech.
+                await self.file_records(summary)
             self.rt.calls.pop(self.start.call_sid, None)
             self.rt.notify_calls_changed()
             if self.rt.metrics is not None:
@@ -320,17 +324,20 @@ class Call:
         speaking = self.speaker.speaking(now)
         ev = self.vad.feed(ulaw_dbfs(frame), t_ms, self.speaker.playout.agent_level(now) if speaking else None)
         if isinstance(ev, VadSpeechStarted):
+            self.records.event(now, "caller_speech", audio_ms=t_ms)
             self.speaker.caller_end_at = None
             if speaking and self.cfg.turns.barge_in in ("local", "both"):
                 await self.barge_in("local-vad", now, audio_ms=t_ms + tw.FRAME_MS)
         elif isinstance(ev, SpeechEnded):
             # The turn ended ``end_of_turn_ms`` of audio ago, in wall time too.
             self.speaker.caller_end_at = now - (t_ms + tw.FRAME_MS - ev.end_ms) / 1000
+            self.records.event(self.speaker.caller_end_at, "caller_turn_end")
 
     async def _mark_echoed(self, name: str) -> None:
         echo = self.speaker.playout.on_mark(name, trio.current_time())
         if echo is None or echo.stale:
             return
+        self.records.event(trio.current_time(), "mark", turn=echo.turn, ms=echo.ms)
         tp = self.speaker.playout.turns.get(echo.turn)
         if tp is not None and self.agent is not None:
             await self.agent.mark_played(tp.item_id, tp.played_ms)
@@ -345,15 +352,15 @@ class Call:
 
     async def _agent_event(self, ev: AgentEvent) -> None:
         if isinstance(ev, AudioOut):
+            self.records.reply_audio(ev.item_id, trio.current_time(), self.speaker.caller_end_at)
             self.speaker.on_audio(ev)
         elif isinstance(ev, ReplyDone):
             self.speaker.on_reply_done(ev)
         elif isinstance(ev, SpeechStarted):
             if self.cfg.turns.barge_in in ("provider", "both"):
                 await self.barge_in("provider", trio.current_time())
-        elif isinstance(ev, Transcript):
-            self.stats.transcript.append({"role": ev.role, "text": ev.text})
-            log.debug("call.transcript", role=ev.role, text=ev.text)
+        elif isinstance(ev, (Transcript, Usage)):
+            self.on_record(ev)  # redacted there, before any copy exists (log, registry, report)
         elif isinstance(ev, AgentNotice):
             log.warning("call.agent_notice", message=ev.message, code=ev.code)
         elif isinstance(ev, HangupRequest):
@@ -367,6 +374,7 @@ class Call:
             await self.speaker.wait_played()
             self._transferring = True  # before acting: the stop that follows is no hang-up
             if await self.control.transfer(ev.to or self.cfg.fallback.dial):
+                self.records.transfer_to = ev.to or self.cfg.fallback.dial
                 self.end("transferred", "transferred to a human")
             self._transferring = False
 
@@ -378,6 +386,8 @@ class Call:
         cut = await self.speaker.barge_in(trigger, trigger_at)
         if cut is None:
             return
+        self.records.event(trigger_at, "barge_in", trigger=trigger, item_id=cut.item_id, heard_ms=cut.heard_ms,
+                           clear_latency_ms=round(cut.clear_latency_ms, 2))
         log.info("call.barge_in", trigger=trigger, heard_ms=cut.heard_ms, sent_ms=cut.sent_ms,
                  discarded_ms=cut.discarded_ms, item_id=cut.item_id, audio_ms=audio_ms,
                  clear_latency_ms=round(cut.clear_latency_ms, 2))

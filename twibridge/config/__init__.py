@@ -25,6 +25,7 @@ from twibridge.config.sections import (
     AgentConfig, CallsConfig, EchoAgentConfig, FallbackConfig, LogConfig, OpenAIAgentConfig, ServerConfig,
     StateConfig, TurnsConfig, TwilioConfig, VapiAgentConfig, WebsocketAgentConfig, _Section,
 )
+from twibridge.config.records import RecordingConfig, RedactConfig, WebhooksConfig
 
 __all__ = [
     "AgentConfig", "CallsConfig", "Config", "ConfigError", "EchoAgentConfig", "FallbackConfig", "LogConfig",
@@ -46,6 +47,9 @@ class Config(_Section):
     fallback: FallbackConfig = FallbackConfig()
     log: LogConfig = LogConfig()
     state: StateConfig = StateConfig()
+    recording: RecordingConfig = RecordingConfig()
+    redact: RedactConfig = RedactConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
 
     def secrets(self) -> list[str]:
         """Every secret value set, so the log layer can scrub them anywhere.

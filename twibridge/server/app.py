@@ -152,10 +152,13 @@ def hypercorn_config(config: Config, host: str, port: int) -> HypercornConfig:
 
 
 def make_runtime(config: Config) -> Runtime:
+    from twibridge.records.delivery import make_deliverer
     from twibridge.server.metrics import Metrics
     from twibridge.state import make_registry
 
-    return Runtime(config=config, registry=make_registry(config), metrics=Metrics())
+    metrics = Metrics()
+    return Runtime(config=config, registry=make_registry(config), metrics=metrics,
+                   deliveries=make_deliverer(config, metrics.webhook_delivery))
 
 
 async def drain(rt: Runtime, notifier: systemd.Notifier | None = None) -> None:
@@ -235,6 +238,8 @@ async def serve(
 
                 if signals is not None:
                     nursery.start_soon(on_signals, signals)
+                if rt.deliveries is not None:  # reports spooled by an earlier life go out now
+                    await nursery.start(rt.deliveries.run)
                 binds = await nursery.start(run_hypercorn)
                 url = binds[0]
                 notifier.ready(systemd.status_text(rt))
@@ -250,6 +255,8 @@ async def serve(
         if owns_runtime:
             with trio.move_on_after(config.state.timeout_s, shield=True):
                 await rt.registry.aclose()
+                if rt.deliveries is not None:
+                    await rt.deliveries.aclose()
 
 
 @asynccontextmanager

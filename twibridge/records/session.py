@@ -1,0 +1,95 @@
+"""One call's records, as the call runner sees them: a few small hooks, one report.
+
+:class:`CallRecords` is what ``call/runner.py`` holds per call.  Each hook is
+a few dictionary operations (no I/O, no awaiting) so the media path pays
+nothing: caller audio and the agent's played audio go to the recording's
+bounded queue (:mod:`twibridge.records.recording`), transcript lines are
+redacted and kept, and teardown turns it all into the ``call_ended`` report.
+
+Times are ms since the stream's ``start`` (the recording's timeline too).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Mapping, Sequence
+
+from twibridge.config import Config
+from twibridge.records.journal import Journal
+from twibridge.records.redact import Redactor
+from twibridge.records.report import build_report
+
+
+class CallRecords:
+    def __init__(self, cfg: Config, now: float) -> None:
+        self.cfg = cfg
+        self.journal = Journal(Redactor(cfg.redact.patterns, cfg.redact.extra))
+        self.t0 = now  # trio time of ``start`` (reset by :meth:`started`)
+        self.wall0 = time.time()
+        self._reply_first: dict[str, int] = {}
+        self.transfer_to: str | None = None
+        self.turns = 0  # agent replies (each reply's first audio counts one)
+        self.recording_path: str | None = None
+
+    def started(self, now: float) -> None:
+        self.t0, self.wall0 = now, time.time()
+
+    def t_ms(self, now: float) -> int:
+        return int((now - self.t0) * 1000)
+
+    # -- hooks -------------------------------------------------------------
+
+    def reply_audio(self, item_id: str, now: float, caller_end_at: float | None) -> None:
+        """An agent audio chunk arrived; the first of a reply marks it (and its latency)."""
+        if item_id in self._reply_first:
+            return
+        t = self.t_ms(now)
+        self.turns += 1
+        self._reply_first[item_id] = t
+        if len(self._reply_first) > 512:
+            self._reply_first.pop(next(iter(self._reply_first)))
+        if caller_end_at is not None:
+            self.journal.first_audio_ms.append((now - caller_end_at) * 1000)
+        self.journal.event(t, "reply", item_id=item_id)
+
+    def transcript(self, role: str, text: str, now: float, *, t_ms: int | None = None, item_id: str = "",
+                   truncated: bool = False) -> dict[str, Any] | None:
+        """A final transcript line, redacted; the entry kept (None when nothing was kept)."""
+        if truncated and self.journal.replace_transcript(item_id, text):
+            return None
+        if t_ms is None:
+            t_ms = self._reply_first.get(item_id, self.t_ms(now)) if item_id else self.t_ms(now)
+        return self.journal.add_transcript(role, text, t_ms, item_id)
+
+    def event(self, now: float, kind: str, **data: Any) -> None:
+        self.journal.event(self.t_ms(now), kind, **data)
+
+    def tool_done(self, name: str, duration_ms: float, outcome: str, now: float) -> None:
+        """A tool call finished (the tools executor calls this through the call)."""
+        self.journal.tool(name, duration_ms, outcome, self.t_ms(now))
+
+    def usage(self, counts: Mapping[str, Any]) -> None:
+        self.journal.add_usage(counts)
+
+    # -- the end -----------------------------------------------------------
+
+    def report(self, *, ids: Mapping[str, str], agent: str, outcome: str | None, reason: str, now: float,
+               turns: int, barge_ins: int, reply_latency_ms: Sequence[float],
+               params: Mapping[str, str]) -> dict[str, Any]:
+        duration = max(0.0, now - self.t0)
+        end_ms = self.t_ms(now)
+        return build_report(
+            ids=ids, agent=agent, provider=self.cfg.agent.provider, started_at=self.wall0,
+            ended_at=self.wall0 + duration, outcome=outcome, reason=reason, transfer_to=self.transfer_to,
+            turns=turns, barge_ins=barge_ins, reply_latency_ms=reply_latency_ms,
+            first_audio_ms=self.journal.first_audio_ms, transcript=self.journal.transcript,
+            tools=self.journal.tools, recording=self.recording_path,
+            recording_pauses=self.journal.closed_pauses(end_ms),
+            usage={"minutes": round(duration / 60, 3), "billed_minutes": math.ceil(duration / 60),
+                   "provider": self.journal.usage},
+            params=params)
+
+    def timeline(self) -> list[dict[str, Any]]:
+        """The call's events for ``calls show --html`` (kept with the report, never sent)."""
+        return list(self.journal.events)
