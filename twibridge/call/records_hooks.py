@@ -47,6 +47,22 @@ class RecordsHooks:
             self.stats.transcript.append({"role": kept["role"], "text": kept["text"]})
             log.debug("call.transcript", role=kept["role"], text=kept["text"], t_ms=kept["t_ms"])
 
+    # -- built-in tools: the tools executor calls these (pause while a card number is read out) --
+
+    async def pause_recording(self) -> dict[str, Any]:
+        """Built-in tool ``pause_recording``: silence in both channels until resumed (listed in the report)."""
+        return self._recording_result(self.records.pause(trio.current_time()), "paused")
+
+    async def resume_recording(self) -> dict[str, Any]:
+        """Built-in tool ``resume_recording``."""
+        return self._recording_result(self.records.resume(trio.current_time()), "recording")
+
+    def _recording_result(self, changed: bool, status: str) -> dict[str, Any]:
+        if self.records.recording is None:
+            return {"ok": False, "error": "this call is not being recorded"}
+        log.info("call.recording", status=status if changed else "unchanged")
+        return {"ok": True, "status": status if changed else f"already {status}"}
+
     def report(self) -> dict[str, Any]:
         """The ``call_ended`` report (twibridge/records/report.py)."""
         assert self.start is not None and self.info is not None

@@ -124,6 +124,7 @@ class Call(RecordsHooks):
                     nursery.start_soon(self._watchdogs)
                     nursery.start_soon(self._idle_watch)
                     nursery.start_soon(self.speaker.run)
+                    nursery.start_soon(self.records.run_recording)
                     nursery.start_soon(self._agent_task)
                     await self._inbound()
         except* _Ended:
@@ -175,7 +176,7 @@ class Call(RecordsHooks):
         # Created now so caller audio buffers (bounded) while it connects.
         self.agent = AgentSupervisor(self.rt.provider(), self.info, self.cfg.agent, self._agent_event)
         self._last_media = trio.current_time()
-        self.records.started(self._last_media)
+        self.records.started(self._last_media, start.call_sid, self.speaker)
 
     def _authorize(self, start: tw.Start) -> None:
         """Refuse a stream without the token its ``/voice`` minted (before any agent connects)."""
@@ -304,7 +305,7 @@ class Call(RecordsHooks):
             if isinstance(ev, tw.Mark):
                 await self._mark_echoed(ev.name)
             elif isinstance(ev, tw.Dtmf):
-                log.info("call.dtmf", digit=ev.digit)
+                log.info("call.dtmf", digit=ev.digit, recording=self.records.dtmf(ev.digit, trio.current_time()))
                 if self.agent is not None:
                     await self.agent.send_dtmf(ev.digit)
             elif isinstance(ev, tw.Stop):
@@ -318,6 +319,7 @@ class Call(RecordsHooks):
         self.end("idle-timeout", f"no media for {idle:g}s")
 
     async def _caller_audio(self, t_ms: int, frame: bytes) -> None:
+        self.records.caller_audio(t_ms, frame)
         if self.agent is not None:
             self.agent.push_audio(frame)
         now = trio.current_time()

@@ -17,7 +17,7 @@ one process holds).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import trio
 
@@ -85,6 +85,7 @@ class Speaker:
         self._turn_no = 0
         #: Wall time the caller stopped talking, for reply latency (set by the call).
         self.caller_end_at: float | None = None
+        self.tap: Any = None  # the recording: .played(at, ulaw) per chunk sent, .cleared(at) per clear
 
     # -- fed by the agent ----------------------------------------------------
 
@@ -163,6 +164,8 @@ class Speaker:
                 await self._send(tw.build_media(self.stream_sid, chunk))
                 now = trio.current_time()
                 name = self.playout.on_sent(tp, len(chunk) // tw.BYTES_PER_MS, now, ulaw_dbfs(chunk))
+                if self.tap is not None:  # plays from play_end - its length: where the caller hears it
+                    self.tap.played(self.playout.play_end - len(chunk) / tw.BYTES_PER_MS / 1000, chunk)
                 await self._send(tw.build_mark(self.stream_sid, name))
             self.stats.messages_out += 2
             self.stats.audio_out_ms += len(chunk) // tw.BYTES_PER_MS
@@ -204,6 +207,8 @@ class Speaker:
         self.stats.messages_out += 1
         cleared_at = trio.current_time()
         discarded = self.playout.clear(cleared_at)
+        if self.tap is not None:
+            self.tap.cleared(cleared_at)
         latency = (cleared_at - trigger_at) * 1000
         self.stats.barge_ins += 1
         self.stats.discarded_ms += discarded

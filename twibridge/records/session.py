@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from twibridge.config import Config
 from twibridge.records.journal import Journal
+from twibridge.records.recording import Recording
 from twibridge.records.redact import Redactor
 from twibridge.records.report import build_report
 
@@ -30,10 +31,62 @@ class CallRecords:
         self._reply_first: dict[str, int] = {}
         self.transfer_to: str | None = None
         self.turns = 0  # agent replies (each reply's first audio counts one)
+        self.recording: Recording | None = None
+        self._digits: list[tuple[str, float]] = []
         self.recording_path: str | None = None
 
-    def started(self, now: float) -> None:
+    def started(self, now: float, call_sid: str, speaker: Any) -> None:
+        """``start`` arrived: the timeline begins; the recording (if on) is set up and tapped
+        into the speaker (``speaker.tap.played`` / ``.cleared``)."""
         self.t0, self.wall0 = now, time.time()
+        if self.cfg.recording.enabled:
+            self.recording = Recording(self.cfg.recording, call_sid, now, self.wall0)
+            self.recording_path = str(self.recording.path)
+            speaker.tap = self.recording
+
+    async def run_recording(self) -> None:
+        """The recording's writer task (in the call's nursery); nothing without a recording."""
+        if self.recording is not None:
+            await self.recording.run()
+
+    def caller_audio(self, t_ms: int, frame: bytes) -> None:
+        if self.recording is not None:
+            self.recording.caller(t_ms, frame)
+
+    # -- pause / resume ------------------------------------------------------
+
+    def pause(self, now: float) -> bool:
+        """Pause the recording (silence in both channels from now on); False if off or paused."""
+        t = self.t_ms(now)
+        if self.recording is None or not self.journal.pause(t):
+            return False
+        self.recording.pause(t)
+        self.journal.event(t, "recording_paused")
+        return True
+
+    def resume(self, now: float) -> bool:
+        t = self.t_ms(now)
+        if self.recording is None or not self.journal.resume(t):
+            return False
+        self.recording.resume(t)
+        self.journal.event(t, "recording_resumed")
+        return True
+
+    def dtmf(self, digit: str, now: float, window_s: float = 2.0) -> str | None:
+        """Track keys; ``[recording] pause_digits`` pressed in a row (each within ``window_s``)
+        toggles the recording: "paused" / "resumed", or None."""
+        seq = self.cfg.recording.pause_digits
+        if not seq or self.recording is None:
+            return None
+        self._digits = [(d, t) for d, t in self._digits if now - t <= window_s][-(len(seq) - 1):] if len(seq) > 1 \
+            else []
+        self._digits.append((digit, now))
+        if "".join(d for d, _ in self._digits) != seq:
+            return None
+        self._digits = []
+        if self.journal.paused:
+            return "resumed" if self.resume(now) else None
+        return "paused" if self.pause(now) else None
 
     def t_ms(self, now: float) -> int:
         return int((now - self.t0) * 1000)

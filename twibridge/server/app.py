@@ -37,6 +37,7 @@ from twibridge.server.asgi import ClosingHTTPConnection, MediaWebsocket, QuietWe
 from twibridge.call.runner import Call
 from twibridge.config import Config
 from twibridge.logs import get_logger
+from twibridge.records.recording import sweeper
 from twibridge.runtime import Runtime
 from twibridge.twilio import stream_token
 from twibridge.twilio.signature import SignatureChecker, public_base, signed_url, to_ws
@@ -93,7 +94,8 @@ def create_app(rt: Runtime) -> QuartTrio:
         if validate and cfg.twilio.require_stream_token:
             params[stream_token.PARAMETER] = stream_token.issue(secret, call_sid, time.time())
         log.info("voice.answered", call_sid=call_sid, from_number=form.get("From", ""))
-        return twiml(connect_stream(to_ws(base) + "/media-stream", base + "/stream-status", params))
+        return twiml(connect_stream(to_ws(base) + "/media-stream", base + "/stream-status", params,
+                                    say=cfg.recording.announce))
 
     @app.post("/stream-status")
     async def stream_status() -> Response:
@@ -240,6 +242,8 @@ async def serve(
                     nursery.start_soon(on_signals, signals)
                 if rt.deliveries is not None:  # reports spooled by an earlier life go out now
                     await nursery.start(rt.deliveries.run)
+                if config.recording.enabled and config.recording.keep_days:
+                    nursery.start_soon(sweeper, config.recording)
                 binds = await nursery.start(run_hypercorn)
                 url = binds[0]
                 notifier.ready(systemd.status_text(rt))
