@@ -81,6 +81,8 @@ class RecordsHooks:
         report = self.report()
         if self.rt.deliveries is not None:  # first: the one copy that must not be lost
             await self.rt.deliveries.submit(self.start.call_sid, report)
+        if self.records.recording is not None:  # beside the WAV: for ``calls show`` without Redis
+            await self.records.write_report_file(report)
         await self.rt.registry.unregister(self.start.call_sid, {
             **summary, "transcript": list(self.stats.transcript), "report": report,
             "timeline": self.records.timeline()})

@@ -11,15 +11,22 @@ Times are ms since the stream's ``start`` (the recording's timeline too).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from typing import Any, Mapping, Sequence
 
+import trio
+
 from twibridge.config import Config
+from twibridge.logs import get_logger
 from twibridge.records.journal import Journal
 from twibridge.records.recording import Recording
 from twibridge.records.redact import Redactor
 from twibridge.records.report import build_report
+from twibridge.records.spool import atomic_write
+
+log = get_logger("twibridge.records.session")
 
 
 class CallRecords:
@@ -142,6 +149,17 @@ class CallRecords:
             usage={"minutes": round(duration / 60, 3), "billed_minutes": math.ceil(duration / 60),
                    "provider": self.journal.usage},
             params=params)
+
+    async def write_report_file(self, report: Mapping[str, Any]) -> None:
+        """``<CallSid>.json`` beside the recording (0600): the report and its timeline."""
+        if self.recording is None:
+            return
+        path = self.recording.path.with_suffix(".json")
+        data = json.dumps({"report": report, "timeline": self.timeline()}, ensure_ascii=False).encode("utf-8")
+        try:
+            await trio.to_thread.run_sync(atomic_write, path, data)
+        except OSError as exc:
+            log.warning("records.report_file_failed", file=str(path), error=exc.strerror or type(exc).__name__)
 
     def timeline(self) -> list[dict[str, Any]]:
         """The call's events for ``calls show --html`` (kept with the report, never sent)."""

@@ -93,7 +93,7 @@ class Spool:
 
     def put(self, entry: Entry, state: str = "pending") -> None:
         """Write (or rewrite) ``entry`` atomically and durably."""
-        _atomic_write(self.dir(state) / entry.name, entry.to_json())
+        atomic_write(self.dir(state) / entry.name, entry.to_json())
 
     def move(self, entry: Entry, to: str, frm: str = "pending") -> None:
         """pending → delivered / failed, in one rename (then the directory is fsync'd)."""
@@ -159,7 +159,7 @@ def read_entry(path: Path) -> Entry | None:
         return None
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
         fh.write(data)
