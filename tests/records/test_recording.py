@@ -192,3 +192,29 @@ async def test_announce_is_said_before_the_stream(tmp_path: Path) -> None:
         resp = await post_signed(url, "/voice", {"CallSid": "CA" + "1" * 32, "From": "+15550001", "To": "+1555002"})
     root = ET.fromstring(resp.text)
     assert [c.tag for c in root] == ["Say", "Connect", "Hangup"] and root[0].text == "This call is recorded."
+
+
+async def test_the_built_in_tools_pause_and_resume(tmp_path: Path, fast_clock: trio.testing.MockClock) -> None:
+    """What the tools executor calls for ``pause_recording`` / ``resume_recording``."""
+    cfg = make_config(recording={"enabled": True, "dir": str(tmp_path)})
+    caller = silence(200) + tone(3000) + silence(800)
+    with trio.fail_after(40):
+        async with bridge(cfg) as (server, rt), trio.open_nursery() as nursery:
+            nursery.start_soon(simulate_call, server, TOKEN, caller, CallOptions(tail_s=0.3))
+            while not rt.calls:
+                await rt.calls_changed.wait()
+            (call,) = rt.calls.values()
+            await trio.sleep(1.0)
+            assert await call.pause_recording() == {"ok": True, "status": "paused"}
+            assert await call.pause_recording() == {"ok": True, "status": "already paused"}
+            await trio.sleep(1.0)
+            assert await call.resume_recording() == {"ok": True, "status": "recording"}
+            while rt.calls:
+                await rt.calls_changed.wait()
+            (summary,) = await rt.registry.recent(1)
+    (span,) = summary["report"]["recording_pauses"]
+    assert 900 <= span["to_ms"] - span["from_ms"] <= 1300
+    left, right = read_wav(Path(summary["report"]["recording"]))
+    lo, hi = span["from_ms"] * 8, span["to_ms"] * 8
+    assert np.abs(left[lo + 800:hi - 800]).max() == 0 and np.abs(right[lo + 800:hi - 800]).max() == 0
+    assert np.abs(left[lo - 2400:lo - 800]).max() > 1000

@@ -79,7 +79,6 @@ async def test_a_call_posts_its_signed_report(tmp_path: Path) -> None:
     assert "twibridge_webhook_spool_depth 0.0" in metrics
 
 
-@pytest.mark.slow
 async def test_killed_with_a_pending_delivery_then_started_again(tmp_path: Path) -> None:
     """kill -9 while the receiver holds the first attempt open; the next start delivers it, same id, once."""
     with trio.fail_after(60):

@@ -97,3 +97,13 @@ async def test_a_card_number_said_reaches_no_output(tmp_path: Path, captured_log
         "my card is [redacted:card], ssn [redacted:ssn], mail [redacted:email]", "I heard [redacted:card]."]
     assert json.loads(raw)["transcript"][0]["text"].startswith("my card is [redacted:card]")
     assert any(line.get("event") == "call.transcript" for line in captured_logs.lines)
+
+
+def test_a_card_beside_other_numbers() -> None:
+    r = Redactor(["card"])
+    assert r("option 2 4111 1111 1111 1111") == "option 2 [redacted:card]"
+    assert r("4111 1111 1111 1111 12 25") == "[redacted:card] 12 25"
+
+
+def test_a_card_inside_a_long_run_of_numbers() -> None:
+    assert Redactor(["card"])("call 555 0100 4111 1111 1111 1111") == "call 555 0100 [redacted:card]"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Callable, Sequence
 
-_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,}(?![\d-])")
 _SSN = re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![\d-])")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
@@ -40,8 +40,27 @@ def luhn_ok(digits: str) -> bool:
 
 
 def _card(m: re.Match[str]) -> str:
-    digits = re.sub(r"[ -]", "", m.group(0))
-    return "[redacted:card]" if luhn_ok(digits) else m.group(0)
+    """A run of digit groups: redact the longest run of whole groups that is a card number.
+
+    Groups, not the whole run, because speech puts numbers side by side:
+    "option 2 4111 1111 1111 1111" is a "2" and a card, not a 17-digit number.
+    """
+    text = m.group(0)
+    groups = [(g.start(), g.end()) for g in re.finditer(r"\d+", text)]
+    best: tuple[int, int] | None = None
+    for i in range(len(groups)):
+        digits = ""
+        for j in range(i, len(groups)):
+            digits += text[groups[j][0]:groups[j][1]]
+            if len(digits) > 19:
+                break
+            if len(digits) >= 13 and luhn_ok(digits):
+                span = (groups[i][0], groups[j][1])
+                if best is None or span[1] - span[0] > best[1] - best[0]:
+                    best = span
+    if best is None:
+        return text
+    return text[:best[0]] + "[redacted:card]" + text[best[1]:]
 
 
 def _sub(rx: re.Pattern[str], mark: str) -> Callable[[str], str]:
