@@ -18,6 +18,7 @@ from twibridge.state.registry import CallRegistry
 
 if TYPE_CHECKING:
     from twibridge.agents.base import AgentProvider
+    from twibridge.records.delivery import Deliverer
 
 
 class MetricsSink(Protocol):
@@ -52,6 +53,8 @@ class Runtime:
     sounds: dict[str, bytes] = field(default_factory=dict)
     #: Notified whenever a call ends (tests and drain wait on it).
     calls_changed: trio.Event = field(default_factory=trio.Event)
+    #: Post-call reports ([webhooks] call_ended): spooled, then delivered by the server's task.
+    deliveries: "Deliverer | None" = None
 
     @property
     def active(self) -> int:

@@ -77,7 +77,7 @@ async def test_audio_flows_both_ways() -> None:
     audio = events.of(AudioOut)
     assert len({a.item_id for a in audio}) == 1 and events.of(ReplyDone) == [ReplyDone(audio[0].item_id)]
     assert b"".join(a.ulaw for a in audio) == tone(800)
-    assert events.of(Transcript) == [Transcript("assistant", "(800 ms of reply)")]
+    assert events.of(Transcript) == [Transcript("assistant", "(800 ms of reply)", item_id=audio[0].item_id)]
     assert fake.errors_sent == []
 
 

@@ -90,7 +90,7 @@ def test_audio_flow_and_reply_done() -> None:
     assert conn.receive(ev("response.output_audio.done", response_id="resp_1", item_id="item_a")) == [
         ReplyDone("item_a")]
     assert conn.receive(ev("response.output_audio_transcript.done", response_id="resp_1", item_id="item_a",
-                           transcript="Hello!")) == [Transcript("assistant", "Hello!")]
+                           transcript="Hello!")) == [Transcript("assistant", "Hello!", item_id="item_a")]
     assert conn.receive(ev("conversation.item.input_audio_transcription.completed", item_id="u1",
                            content_index=0, transcript="Hi there")) == [Transcript("user", "Hi there")]
     assert conn.receive(ev("response.done", response={"id": "resp_1", "status": "completed"})) == []
@@ -273,3 +273,36 @@ def test_item_tracking_is_bounded() -> None:
         conn.receive(delta("r", f"item_{n}", b"\x01" * 80))
     assert conn.interrupt("item_0", 5) == ['{"type":"response.cancel"}']  # forgotten: no truncate
     assert len(conn.interrupt(f"item_{op.MAX_TRACKED_ITEMS + 4}", 5)) == 2
+
+
+def test_truncated_items_give_the_text_as_heard() -> None:
+    """conversation.item.truncated: the item's transcript cut where its audio was (before or after the text)."""
+    from twibridge.agents.openai_protocol import heard_text
+
+    assert heard_text("one two three four", 500, 1000) == "one two…"
+    assert heard_text("one two three four", 1000, 1000) == "one two three four"
+    assert heard_text("one", 10, 1000) == "…"
+    conn = op.RealtimeConnection("m", "v", "i")
+    conn.receive(ev("session.updated"))
+    conn.receive(delta("resp_1", "item_a", b"\x01" * 8000))  # 1000 ms generated
+    text_ev = ev("response.output_audio_transcript.done", response_id="resp_1", item_id="item_a",
+                 transcript="one two three four")
+    assert conn.receive(text_ev) == [Transcript("assistant", "one two three four", item_id="item_a")]
+    assert conn.receive(ev("conversation.item.truncated", item_id="item_a", content_index=0,
+                           audio_end_ms=500)) == [Transcript("assistant", "one two…", item_id="item_a",
+                                                             truncated=True)]
+    # the cut before the text: the text comes cut
+    conn.receive(delta("resp_2", "item_b", b"\x01" * 8000))
+    assert conn.receive(ev("conversation.item.truncated", item_id="item_b", content_index=0, audio_end_ms=500)) == []
+    assert conn.receive(ev("response.output_audio_transcript.done", response_id="resp_2", item_id="item_b",
+                           transcript="alpha beta gamma delta"))[1] == Transcript(
+        "assistant", "alpha beta…", item_id="item_b", truncated=True)
+
+
+def test_response_done_usage_is_reported() -> None:
+    from twibridge.agents.base import Usage
+
+    conn = op.RealtimeConnection("m", "v", "i")
+    usage = {"total_tokens": 12, "output_token_details": {"audio_tokens": 2}}
+    assert conn.receive(ev("response.done", response={"id": "r1", "status": "completed", "usage": usage})) == [
+        Usage(usage)]

@@ -312,7 +312,12 @@ class _Conn:
         self.active = None
         await self.send({"type": "response.done", "response": {
             "id": r.id, "object": "realtime.response", "status": status, "output": output,
-            "status_details": {"type": status, "reason": "turn_detected"} if r.cancelled else None}})
+            "status_details": {"type": status, "reason": "turn_detected"} if r.cancelled else None,
+            # The GA shape of usage; audio tokens here are 1 per 100 ms generated (a fake's rate).
+            "usage": {"total_tokens": 10 + self.item_ms[r.item_id] // 100, "input_tokens": 10,
+                      "output_tokens": self.item_ms[r.item_id] // 100,
+                      "input_token_details": {"text_tokens": 10, "audio_tokens": 0, "cached_tokens": 0},
+                      "output_token_details": {"text_tokens": 0, "audio_tokens": self.item_ms[r.item_id] // 100}}}})
         r.done.set()
 
     async def _function_call(self, r: _Response, name: str, arguments: str, index: int = 1) -> dict[str, Any]:

@@ -92,8 +92,30 @@ class SpeechStarted:
 
 @dataclass(frozen=True, slots=True)
 class Transcript:
+    """A final transcript line.  Only ``role`` and ``text`` are required; the rest
+    are for providers that know more (the call stamps the time otherwise).
+
+    ``t_ms``: when it was said, in ms since the stream's ``start`` (None: the
+    call uses the time the line arrived, or its reply's first audio).
+    ``item_id``: the reply it belongs to (links the text to its audio).
+    ``truncated``: the provider cut ``item_id``'s earlier text to what the
+    caller heard before a barge-in (OpenAI's ``conversation.item.truncated``):
+    this text replaces it.
+    """
+
     role: str  # "user" | "assistant"
     text: str
+    t_ms: int | None = None
+    item_id: str = ""
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What the provider reports it used (e.g. OpenAI ``response.done`` usage tokens);
+    the call sums every report into the post-call report's ``usage.provider``."""
+
+    counts: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +137,7 @@ class AgentNotice:
 
 
 AgentEvent = (AudioOut | ReplyDone | SpeechStarted | Transcript | HangupRequest | TransferRequest | ToolCall
-              | AgentNotice)
+              | AgentNotice | Usage)
 
 
 class AgentDisconnected(Exception):

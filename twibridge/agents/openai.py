@@ -101,7 +101,7 @@ class OpenAISession:
             # Answer the function call before the bridge acts on it (e.g. hangs up).
             await self.sock.send(*replies)
         for ev in events:
-            if isinstance(ev, Transcript) and ev.text:
+            if isinstance(ev, Transcript) and ev.text and not ev.truncated:
                 self.history.append(ev)
             elif isinstance(ev, (HangupRequest, TransferRequest)):
                 log.info("agent.openai.tool_call", request=type(ev).__name__)

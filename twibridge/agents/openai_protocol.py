@@ -40,7 +40,7 @@ from typing import Any, Iterable
 from twibridge.agents.base import (
     MAX_ITEM_ID_CHARS, MAX_NOTICE_CHARS, MAX_TRANSCRIPT_CHARS,
     AgentEvent, AgentFailed, AgentNotice, AgentProtocolError, AudioOut, HangupRequest, ReplyDone,
-    SpeechStarted, ToolCall, ToolSpec, Transcript, TransferRequest, clip,
+    SpeechStarted, ToolCall, ToolSpec, Transcript, TransferRequest, Usage, clip,
 )
 
 from twibridge.agents.openai_messages import (  # noqa: F401 (re-exported: the protocol's public names)
@@ -114,6 +114,23 @@ def parse_error(event: dict[str, Any]) -> ServerError:
                        message=str(err.get("message") or ""))
 
 
+def heard_text(text: str, heard_ms: int, total_ms: int) -> str:
+    """``text`` cut where the audio was cut: the share heard, back to a word boundary, plus "…".
+
+    The Realtime API gives the cut as audio ms only (the text has no timings),
+    so the cut is proportional: what the caller heard, never more.
+    """
+    if total_ms <= 0 or heard_ms >= total_ms:
+        return text
+    keep = int(len(text) * max(0, heard_ms) / total_ms)
+    if keep >= len(text):
+        return text
+    head = text[:keep]
+    if keep and not text[keep].isspace():
+        head = head.rsplit(" ", 1)[0] if " " in head else ""
+    return head.rstrip(" ,;:") + "…"
+
+
 # -- the connection ------------------------------------------------------------
 
 
@@ -157,6 +174,8 @@ class RealtimeConnection:
         #: them and for the active response's end (the server refuses a second active response).
         self.tools_pending: set[str] = set()
         self._want_response = False
+        self._item_text: OrderedDict[str, str] = OrderedDict()
+        self._item_cut: OrderedDict[str, int] = OrderedDict()
 
     # -- to the server --
 
@@ -241,7 +260,11 @@ class RealtimeConnection:
                 return []
             return [ReplyDone(_item_id(event))]
         if kind == "response.output_audio_transcript.done":
-            return [Transcript("assistant", clip(_str(event, "transcript"), MAX_TRANSCRIPT_CHARS))]
+            text = clip(_str(event, "transcript"), MAX_TRANSCRIPT_CHARS)
+            item = event.get("item_id")
+            return self._assistant_text(item if isinstance(item, str) else "", text)
+        if kind == "conversation.item.truncated":
+            return self._truncated(_str(event, "item_id"), _opt_int(event, "audio_end_ms"))
         if kind == "conversation.item.input_audio_transcription.completed":
             return [Transcript("user", clip(_str(event, "transcript"), MAX_TRANSCRIPT_CHARS))]
         if kind == "response.function_call_arguments.done":
@@ -276,6 +299,31 @@ class RealtimeConnection:
             self._item_ms.popitem(last=False)
         return [AudioOut(item_id, ulaw)] if ulaw else []
 
+    def _assistant_text(self, item_id: str, text: str) -> list[AgentEvent]:
+        """The reply's full text; cut at once if the caller already barged in on it."""
+        self._item_text[item_id] = text
+        while len(self._item_text) > MAX_TRACKED_ITEMS:
+            self._item_text.popitem(last=False)
+        out: list[AgentEvent] = [Transcript("assistant", text, item_id=item_id)]
+        cut = self._item_cut.get(item_id)
+        if cut is not None:
+            out.append(Transcript("assistant", heard_text(text, cut, self._item_ms.get(item_id, 0)),
+                                  item_id=item_id, truncated=True))
+        return out
+
+    def _truncated(self, item_id: str, audio_end_ms: int | None) -> list[AgentEvent]:
+        """The server cut the item at ``audio_end_ms`` (after our truncate): the text as heard."""
+        if not item_id or audio_end_ms is None:
+            return []
+        self._item_cut[item_id] = audio_end_ms
+        while len(self._item_cut) > MAX_TRACKED_ITEMS:
+            self._item_cut.popitem(last=False)
+        text = self._item_text.get(item_id)
+        if text is None:
+            return []  # its transcript comes later and is cut then
+        return [Transcript("assistant", heard_text(text, audio_end_ms, self._item_ms.get(item_id, 0)),
+                           item_id=item_id, truncated=True)]
+
     def _response_done(self, response: dict[str, Any]) -> list[AgentEvent]:
         rid = response.get("id")
         if rid == self.active_response:
@@ -283,6 +331,12 @@ class RealtimeConnection:
         if isinstance(rid, str):
             self.cancelled.pop(rid, None)
         self._outbox += self._maybe_respond()
+        usage = response.get("usage")
+        if isinstance(usage, dict) and usage:
+            return [Usage(usage), *self._response_failed(response)]
+        return self._response_failed(response)
+
+    def _response_failed(self, response: dict[str, Any]) -> list[AgentEvent]:
         if response.get("status") == "failed":
             details = response.get("status_details")
             err = details.get("error") if isinstance(details, dict) else None

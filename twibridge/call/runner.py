@@ -31,8 +31,9 @@ import trio
 
 from twibridge.agents.base import (
     MAX_NOTICE_CHARS, MAX_TRANSCRIPT_CHARS, AgentEvent, AgentFailed, AgentNotice, AudioOut, CallInfo,
-    HangupRequest, ReplyDone, SpeechStarted, ToolCall, Transcript, TransferRequest, clip,
+    HangupRequest, ReplyDone, SpeechStarted, ToolCall, Transcript, TransferRequest, Usage, clip,
 )
+from twibridge.call.records_hooks import RecordsHooks
 from twibridge.agents.supervisor import AgentSupervisor
 from twibridge.audio.g711 import ulaw_dbfs
 from twibridge.call import admission
@@ -40,6 +41,7 @@ from twibridge.call.control import CallControl
 from twibridge.call.jitter import JitterBuffer
 from twibridge.call.limits import InboundRate, TranscriptKeeper, WarnLimiter
 from twibridge.logs import get_logger
+from twibridge.records.session import CallRecords
 from twibridge.state.registry import CallRecord
 from twibridge.tools.calltools import CallTools, specs
 from twibridge.runtime import Runtime
@@ -79,7 +81,7 @@ class CallStats:
     transcript: TranscriptKeeper = field(default_factory=TranscriptKeeper)
 
 
-class Call:
+class Call(RecordsHooks):
     """Runs one Media Streams connection from ``start`` to teardown."""
 
     def __init__(self, transport: Transport, rt: Runtime, remote: str = "",
@@ -114,6 +116,8 @@ class Call:
         self._transferring = False  # a transfer ends the stream: its stop is no hang-up
         self._last_media = trio.current_time()
         self._started_at = trio.current_time()
+        self.records = CallRecords(self.cfg, self._started_at)  # transcript, report, recording
+        self.agent_name = "default"  # the agent profile (routing may set it): the report's ``agent``
 
     # ------------------------------------------------------------------ life
 
@@ -131,6 +135,7 @@ class Call:
                     nursery.start_soon(self._idle_watch)
                     nursery.start_soon(self.speaker.run)
                     await nursery.start(self.tools.run)  # type: ignore[union-attr]  # made by _prepare
+                    nursery.start_soon(self.records.run_recording)
                     nursery.start_soon(self._agent_task)
                     await self._inbound()
         except* _Ended:
@@ -188,6 +193,7 @@ class Call:
         self.tools = CallTools(self.cfg.tools, self.info, self.agent.send_tool_result, player=self.speaker,
                                metrics=self.rt.metrics)
         self._last_media = trio.current_time()
+        self.records.started(self._last_media, start.call_sid, self.speaker)
 
     async def _admit(self, start: tw.Start) -> bool:
         """The checks at ``start`` (:mod:`twibridge.call.admission`: account, stream token,
@@ -219,11 +225,9 @@ class Call:
         if registered and self.start is not None:
             summary = self.summary()
             with trio.move_on_after(self.cfg.calls.teardown_timeout_s, shield=True):
-                # The transcript (if the agent gave one, and [state] keep_transcripts)
-                # goes to the registry's history only, never into the log line: it
-                # is the caller's speech.
-                kept = {"transcript": list(self.stats.transcript.entries)} if self.cfg.state.keep_transcripts else {}
-                await self.rt.registry.unregister(self.start.call_sid, {**summary, **kept})
+                # The transcript (redacted) goes to the registry's history and the
+                # report only, never into the log line: it is the caller's speech.
+                await self.file_records(summary)
             self.rt.calls.pop(self.start.call_sid, None)
             self.rt.notify_calls_changed()
             if self.rt.metrics is not None:
@@ -296,7 +300,7 @@ class Call:
             if isinstance(ev, tw.Mark):
                 await self._mark_echoed(ev.name)
             elif isinstance(ev, tw.Dtmf):
-                log.info("call.dtmf", digit=ev.digit)
+                log.info("call.dtmf", digit=ev.digit, recording=self.records.dtmf(ev.digit, trio.current_time()))
                 if self.agent is not None:
                     await self.agent.send_dtmf(ev.digit)
             elif isinstance(ev, tw.Stop):
@@ -310,6 +314,7 @@ class Call:
         self.end("idle-timeout", f"no media for {idle:g}s")
 
     async def _caller_audio(self, t_ms: int, frame: bytes) -> None:
+        self.records.caller_audio(t_ms, frame)
         if self.agent is not None:
             self.agent.push_audio(frame)
         now = trio.current_time()
@@ -317,6 +322,7 @@ class Call:
         ev = self.vad.feed(ulaw_dbfs(frame), t_ms, self.speaker.playout.agent_level(now) if speaking else None)
         if isinstance(ev, VadSpeechStarted):
             self.idle.touch(now)
+            self.records.event(now, "caller_speech", audio_ms=t_ms)
             self.speaker.caller_end_at = None
             if speaking and self.cfg.turns.barge_in in ("local", "both"):
                 await self.barge_in("local-vad", now, audio_ms=t_ms + tw.FRAME_MS)
@@ -324,11 +330,13 @@ class Call:
             # The turn ended ``end_of_turn_ms`` of audio ago, in wall time too.
             self.speaker.caller_end_at = now - (t_ms + tw.FRAME_MS - ev.end_ms) / 1000
             self.idle.touch(self.speaker.caller_end_at)
+            self.records.event(self.speaker.caller_end_at, "caller_turn_end")
 
     async def _mark_echoed(self, name: str) -> None:
         echo = self.speaker.playout.on_mark(name, trio.current_time())
         if echo is None or echo.stale:
             return
+        self.records.event(trio.current_time(), "mark", turn=echo.turn, ms=echo.ms)
         tp = self.speaker.playout.turns.get(echo.turn)
         if tp is not None and tp.fully_played:
             self.idle.touch(trio.current_time())  # heard to its end: quiet counts from now
@@ -345,6 +353,7 @@ class Call:
 
     async def _agent_event(self, ev: AgentEvent) -> None:
         if isinstance(ev, AudioOut):
+            self.records.reply_audio(ev.item_id, trio.current_time(), self.speaker.caller_end_at)
             self.speaker.on_audio(ev)
         elif isinstance(ev, ReplyDone):
             self.speaker.on_reply_done(ev)
@@ -353,10 +362,8 @@ class Call:
                 await self.barge_in("provider", trio.current_time())
         elif isinstance(ev, ToolCall) and self.tools is not None:
             self.tools.submit(ev)  # never waits: tools run in the call's nursery, bounded
-        elif isinstance(ev, Transcript):
-            if not self.stats.transcript.add(ev.role, ev.text) and self.warn.allow("transcript_full"):
-                log.warning("call.transcript_full", dropped=self.stats.transcript.dropped)
-            log.debug("call.transcript", role=ev.role[:16], text=clip(ev.text, MAX_TRANSCRIPT_CHARS))
+        elif isinstance(ev, (Transcript, Usage)):
+            self.on_record(ev)  # redacted there, before any copy exists (log, registry, report)
         elif isinstance(ev, AgentNotice):
             if self.warn.allow("agent_notice"):
                 log.warning("call.agent_notice", message=clip(ev.message, MAX_NOTICE_CHARS), code=clip(ev.code, 64))
@@ -371,6 +378,7 @@ class Call:
             await self.speaker.wait_played()
             self._transferring = True  # before acting: the stop that follows is no hang-up
             if await self.control.transfer(ev.to):
+                self.records.transfer_to = self.cfg.transfer.target(ev.to, self.cfg.fallback.dial)[0]
                 self.end("transferred", "transferred to a human")
                 return
             self._transferring = False
@@ -385,6 +393,8 @@ class Call:
         cut = await self.speaker.barge_in(trigger, trigger_at)
         if cut is None:
             return
+        self.records.event(trigger_at, "barge_in", trigger=trigger, item_id=cut.item_id, heard_ms=cut.heard_ms,
+                           clear_latency_ms=round(cut.clear_latency_ms, 2))
         log.info("call.barge_in", trigger=trigger, heard_ms=cut.heard_ms, sent_ms=cut.sent_ms,
                  discarded_ms=cut.discarded_ms, item_id=cut.item_id, audio_ms=audio_ms,
                  clear_latency_ms=round(cut.clear_latency_ms, 2))

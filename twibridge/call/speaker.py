@@ -33,7 +33,7 @@ cut into messages adds no latency (issue #16):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import trio
 
@@ -107,6 +107,7 @@ class Speaker:
         #: Wall time the caller stopped talking, for reply latency (set by the call).
         self.caller_end_at: float | None = None
         self._filler: LoopedReply | None = None
+        self.tap: Any = None  # the recording: .played(at, ulaw) per chunk sent, .cleared(at) per clear
 
     # -- fed by the agent ----------------------------------------------------
 
@@ -226,6 +227,8 @@ class Speaker:
         await self._send_one(tw.build_media(self.stream_sid, audio))
         now = trio.current_time()
         self.playout.on_sent(tp, ms, now, ulaw_dbfs(audio))
+        if self.tap is not None:  # plays from play_end - its length: where the caller hears it
+            self.tap.played(self.playout.play_end - ms / 1000, audio)
         self.stats.audio_out_ms += ms
         if self.stats.first_audio_at is None:
             self.stats.first_audio_at = now
@@ -301,6 +304,8 @@ class Speaker:
             await self._send_one(tw.build_clear(self.stream_sid))
         cleared_at = trio.current_time()
         discarded = self.playout.clear(cleared_at)
+        if self.tap is not None:
+            self.tap.cleared(cleared_at)
         latency = (cleared_at - trigger_at) * 1000
         self.stats.barge_ins += 1
         self.stats.discarded_ms += discarded

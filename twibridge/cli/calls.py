@@ -38,11 +38,14 @@ MEMORY_BACKEND_MESSAGE = (
 
 
 def calls_command(
+    ctx: typer.Context,
     config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
     json_: bool = typer.Option(False, "--json", help="Print JSON ({\"live\": [...], \"recent\": [...]})."),
     limit: int = typer.Option(20, "--limit", "-n", min=1, max=10_000, help="Recent summaries to show."),
 ) -> None:
     """List live calls and recent call summaries from the shared (Redis) registry."""
+    if ctx.invoked_subcommand is not None:  # `calls show ...`: that command's turn
+        return
     cfg, _ = load_config_or_exit(config)
     if cfg.state.backend != "redis":
         typer.echo(MEMORY_BACKEND_MESSAGE, err=True)

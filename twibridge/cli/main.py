@@ -26,6 +26,7 @@ def _register_commands() -> None:
     """One module per command (each imports only typer at top), in help order."""
     from twibridge.cli.call import call_command
     from twibridge.cli.calls import calls_command
+    from twibridge.cli.calls_show import show_command
     from twibridge.cli.serve import serve
     from twibridge.cli.simulate_call import simulate_call
     from twibridge.cli.validate import validate_config
@@ -34,7 +35,11 @@ def _register_commands() -> None:
     app.command("validate-config")(validate_config)
     app.command("simulate-call")(simulate_call)
     app.command("call")(call_command)
-    app.command("calls")(calls_command)
+    calls_app = typer.Typer(help="Live calls and recent summaries; `calls show CALL_SID` for one call.",
+                            rich_markup_mode=None)
+    calls_app.callback(invoke_without_command=True)(calls_command)  # `twibridge calls` lists, as before
+    calls_app.command("show")(show_command)
+    app.add_typer(calls_app, name="calls")
 
 
 _register_commands()

@@ -68,6 +68,8 @@ def simulate_call(
     out: Annotated[Optional[Path], typer.Option(help="Write what the caller heard: 8 kHz mono PCM16 WAV on "
                                                 "the call's timeline.")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write the report as JSON.")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Write a picture of the call: one "
+                                                 "self-contained HTML page (docs/records.md).")] = None,
     dtmf: Annotated[str, typer.Option(help='Digits at times (seconds), e.g. "1@2.5,#@4".')] = "",
     speed: Annotated[float, typer.Option(min=0.1, max=50.0, help="Run the clock N× faster.")] = 1.0,
     from_number: Annotated[str, typer.Option("--from", help="Caller number (From).")] = "+15005550006",
@@ -91,7 +93,7 @@ def simulate_call(
         audio = load_caller_audio(file)
     except AudioFileError as exc:
         raise _fail(f"cannot read {file}: {exc.reason}", 2) from None
-    for target in (out, report):
+    for target in (out, report, html):
         if target is not None and not target.parent.is_dir():
             raise _fail(f"cannot write {target}: no such directory {target.parent}", 2)
     call_s = audio.duration_ms / 1000 + tail
@@ -99,13 +101,15 @@ def simulate_call(
     if late:
         raise _fail(f"bad --dtmf: {', '.join(late)} after the call ends ({call_s:.2f} s)", 2)
 
-    code = _run(cfg, config is not None, audio.ulaw, server=server, out=out, report_path=report, digits=digits,
+    code = _run(cfg, config is not None, audio.ulaw, server=server, out=out, report_path=report, html_path=html,
+                digits=digits,
                 speed=speed, from_number=from_number, to_number=to_number, tail=tail, timeout=timeout, quiet=quiet)
     raise typer.Exit(code)
 
 
 def _run(cfg: Any, explicit_config: bool, ulaw: bytes, *, server: str | None, out: Path | None,
          report_path: Path | None, digits: list[tuple[float, str]], speed: float, from_number: str,
+         html_path: Path | None = None,
          to_number: str, tail: float, timeout: float | None, quiet: bool) -> int:
     import trio
     import trio.testing
@@ -168,6 +172,10 @@ def _run(cfg: Any, explicit_config: bool, ulaw: bytes, *, server: str | None, ou
             write_pcm16_wav(out, ulaw_to_pcm16(result.heard_ulaw))
         if report_path is not None:
             report_path.write_text(json.dumps(rep, indent=1) + "\n")
+        if html_path is not None:
+            from twibridge.simulate.picture import picture
+
+            html_path.write_text(picture(result, rep), encoding="utf-8")
     except (OSError, RuntimeError) as exc:  # soundfile raises LibsndfileError (a RuntimeError)
         typer.echo(f"cannot write the output: {exc}", err=True)
         return 2

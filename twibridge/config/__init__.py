@@ -28,6 +28,7 @@ from twibridge.config.sections import (
     StateConfig, TurnsConfig, TwilioConfig, VapiAgentConfig, WebsocketAgentConfig, _Section,
 )
 from twibridge.config.tools import ToolFunctionConfig, ToolsConfig
+from twibridge.config.records import RecordingConfig, RedactConfig, WebhooksConfig
 
 __all__ = [
     "AgentConfig", "CallsConfig", "Config", "ConfigError", "EchoAgentConfig", "FallbackConfig", "LogConfig",
@@ -53,6 +54,9 @@ class Config(_Section):
     transfer: TransferConfig = TransferConfig()
     tools: ToolsConfig = ToolsConfig()
     outbound: OutboundConfig = OutboundConfig()
+    recording: RecordingConfig = RecordingConfig()
+    redact: RedactConfig = RedactConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
 
     def secrets(self) -> list[str]:
         """Every secret value set, so the log layer can scrub them anywhere.

@@ -41,6 +41,7 @@ from twibridge.server.guard import Guard, LogBudget, truncate
 from twibridge.call.runner import Call
 from twibridge.config import Config
 from twibridge.logs import get_logger
+from twibridge.records.recording import sweeper
 from twibridge.runtime import Runtime
 from twibridge.twilio import stream_token
 from twibridge.twilio.signature import SignatureChecker, public_base, signed_url, to_ws
@@ -163,7 +164,8 @@ def create_app(rt: Runtime) -> QuartTrio:
             params[stream_token.PARAMETER] = stream_token.issue(secret, account_sid=account_sid, call_sid=call_sid,
                                                                 params=params, now=time.time())
         log.info("voice.answered", call_sid=call_sid, from_number=form.get("From", ""))
-        return twiml(connect_stream(to_ws(base) + "/media-stream", base + "/stream-status", params))
+        return twiml(connect_stream(to_ws(base) + "/media-stream", base + "/stream-status", params,
+                                    say=cfg.recording.announce))
 
     @app.post("/stream-status")
     async def stream_status() -> Response:
@@ -238,10 +240,13 @@ def hypercorn_config(config: Config, host: str, port: int) -> HypercornConfig:
 
 def make_runtime(config: Config) -> Runtime:
     from twibridge.call.sounds import load_sounds
+    from twibridge.records.delivery import make_deliverer
     from twibridge.server.metrics import Metrics
     from twibridge.state import make_registry
 
-    return Runtime(config=config, registry=make_registry(config), metrics=Metrics(), sounds=load_sounds(config))
+    metrics = Metrics()
+    return Runtime(config=config, registry=make_registry(config), metrics=metrics, sounds=load_sounds(config),
+                   deliveries=make_deliverer(config, metrics.webhook_delivery))
 
 
 async def drain(rt: Runtime, notifier: systemd.Notifier | None = None) -> None:
@@ -328,6 +333,10 @@ async def serve(
 
                 if signals is not None:
                     nursery.start_soon(on_signals, signals)
+                if rt.deliveries is not None:  # reports spooled by an earlier life go out now
+                    await nursery.start(rt.deliveries.run)
+                if config.recording.enabled and config.recording.keep_days:
+                    nursery.start_soon(sweeper, config.recording)
                 binds = await nursery.start(run_hypercorn)
                 url = binds[0]
                 notifier.ready(systemd.status_text(rt))
@@ -343,6 +352,8 @@ async def serve(
         if owns_runtime:
             with trio.move_on_after(config.state.timeout_s, shield=True):
                 await rt.registry.aclose()
+                if rt.deliveries is not None:
+                    await rt.deliveries.aclose()
 
 
 @asynccontextmanager

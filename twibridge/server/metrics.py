@@ -78,6 +78,14 @@ class Metrics:
         self.registry_degraded = Gauge("twibridge_registry_degraded",
                                        "1 while the shared call registry is unreachable (local fallback)",
                                        registry=r)
+        # Post-call reports (twibridge.records.delivery); depth and age are read at scrape time.
+        self.webhook_deliveries = Counter("twibridge_webhook_deliveries", "call_ended delivery attempts by outcome "
+                                          "(delivered, retry, failed)", ["outcome"], registry=r)
+        self.webhook_spool_depth = Gauge("twibridge_webhook_spool_depth", "Reports waiting in the spool", registry=r)
+        self.webhook_spool_oldest = Gauge("twibridge_webhook_spool_oldest_pending_seconds",
+                                          "Age of the oldest report waiting in the spool", registry=r)
+        for outcome in ("delivered", "retry", "failed"):
+            self.webhook_deliveries.labels(outcome=outcome)
         for outcome in set(OUTCOMES.values()) | {"error"} | {f"refused_{why}" for why in REFUSALS}:
             self.calls.labels(outcome=outcome)
         for reason in DROP_REASONS:
@@ -114,6 +122,8 @@ class Metrics:
 
     def observe_tool(self, tool: str, outcome: str, seconds: float) -> None:
         self.tool_duration.labels(tool=tool, outcome=outcome).observe(seconds)
+    def webhook_delivery(self, outcome: str) -> None:
+        self.webhook_deliveries.labels(outcome=outcome).inc()
 
     def observe_loop_lag(self, seconds: float) -> None:
         self.loop_lag.observe(seconds)
@@ -124,4 +134,7 @@ class Metrics:
         self.pending_sockets.set(rt.pending)
         self.draining.set(1 if rt.stopping.is_set() else 0)
         self.buffer_depth.set(sum(c.inbound_depth for c in list(rt.calls.values())))
+        if rt.deliveries is not None:
+            self.webhook_spool_depth.set(rt.deliveries.depth)
+            self.webhook_spool_oldest.set(round(rt.deliveries.oldest_pending_s(), 3))
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
