@@ -16,7 +16,7 @@ from fakes import silence, tone
 from fakes.receiver import receiver
 from process_support import base_env
 from redis_support import RedisServer, redis_server  # noqa: F401 (fixture)
-from support import TOKEN, bridge, make_config
+from support import ACCOUNT_SID, TOKEN, bridge, make_config
 from twibridge.cli.main import app
 from twibridge.simulate import CallOptions, simulate_call
 from twibridge.webhooks import signing
@@ -44,7 +44,7 @@ async def test_show_from_the_spool_and_the_recording(tmp_path: Path) -> None:
         cfg = make_config(webhooks={"call_ended": rx.url, "secret": secret, "spool_dir": str(spool)},
                           recording={"enabled": True, "dir": str(recs)})
         async with bridge(cfg) as (server, rt):
-            result = await simulate_call(server, TOKEN, caller, CallOptions(tail_s=0.5))
+            result = await simulate_call(server, TOKEN, caller, CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
             await rx.wait(1, delivered=True)
             assert rt.deliveries is not None
             with trio.fail_after(5):
@@ -70,7 +70,7 @@ async def test_show_from_the_spool_and_the_recording(tmp_path: Path) -> None:
 async def test_show_from_redis(redis_server: RedisServer) -> None:
     cfg = make_config(state={"backend": "redis", "redis_url": redis_server.url})
     async with bridge(cfg) as (server, rt):
-        result = await simulate_call(server, TOKEN, silence(300) + tone(600) + silence(1200), CallOptions(tail_s=0.3))
+        result = await simulate_call(server, TOKEN, silence(300) + tone(600) + silence(1200), CallOptions(account_sid=ACCOUNT_SID, tail_s=0.3))
         while rt.calls:
             await rt.calls_changed.wait()
     env = base_env(TWIBRIDGE_STATE_BACKEND="redis", TWIBRIDGE_STATE_REDIS_URL=redis_server.url)

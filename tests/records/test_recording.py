@@ -15,7 +15,7 @@ import trio
 import trio.testing
 
 from fakes import silence, tone
-from support import TOKEN, bridge, make_config
+from support import ACCOUNT_SID, TOKEN, bridge, make_config
 from twibridge.audio.g711 import ulaw_to_pcm16
 from twibridge.records.recording import Mixer, recording_path, sweep
 from twibridge.simulate import CallOptions, simulate_call
@@ -90,7 +90,7 @@ def best_match(a: np.ndarray, b: np.ndarray, max_lag: int = 800) -> tuple[float,
 async def one_call(tmp_path: Path, caller: bytes, **opts: Any) -> tuple[Any, dict[str, Any]]:
     cfg = make_config(recording={"enabled": True, "dir": str(tmp_path)})
     async with bridge(cfg) as (server, rt):
-        result = await simulate_call(server, TOKEN, caller, CallOptions(tail_s=0.5, **opts))
+        result = await simulate_call(server, TOKEN, caller, CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5, **opts))
         while rt.calls:
             await rt.calls_changed.wait()
         (summary,) = await rt.registry.recent(1)
@@ -152,7 +152,7 @@ async def test_disk_full_stops_the_recording_not_the_call(tmp_path: Path, captur
             target = recording_path(tmp_path, sid, time.time())
             target.parent.mkdir(parents=True)
             target.symlink_to("/dev/full")
-            result = await simulate_call(server, TOKEN, caller, CallOptions(tail_s=0.5))
+            result = await simulate_call(server, TOKEN, caller, CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
             while rt.calls:
                 await rt.calls_changed.wait()
     assert result.ok and result.heard_ulaw.strip(b"\xff")  # the call went on: the echo was heard
@@ -189,7 +189,7 @@ async def test_announce_is_said_before_the_stream(tmp_path: Path) -> None:
 
     cfg = make_config(recording={"enabled": True, "dir": str(tmp_path), "announce": "This call is recorded."})
     async with bridge(cfg) as (url, _rt):
-        resp = await post_signed(url, "/voice", {"CallSid": "CA" + "1" * 32, "From": "+15550001", "To": "+1555002"})
+        resp = await post_signed(url, "/voice", {"CallSid": "CA" + "1" * 32, "AccountSid": ACCOUNT_SID, "From": "+15550001", "To": "+1555002"})
     root = ET.fromstring(resp.text)
     assert [c.tag for c in root] == ["Say", "Connect", "Hangup"] and root[0].text == "This call is recorded."
 
@@ -200,7 +200,7 @@ async def test_the_built_in_tools_pause_and_resume(tmp_path: Path, fast_clock: t
     caller = silence(200) + tone(3000) + silence(800)
     with trio.fail_after(40):
         async with bridge(cfg) as (server, rt), trio.open_nursery() as nursery:
-            nursery.start_soon(simulate_call, server, TOKEN, caller, CallOptions(tail_s=0.3))
+            nursery.start_soon(simulate_call, server, TOKEN, caller, CallOptions(account_sid=ACCOUNT_SID, tail_s=0.3))
             while not rt.calls:
                 await rt.calls_changed.wait()
             (call,) = rt.calls.values()

@@ -69,7 +69,7 @@ async def test_a_card_number_said_reaches_no_output(tmp_path: Path, captured_log
     async with receiver(secret) as rx:
         cfg = make_config(webhooks={"call_ended": rx.url, "secret": secret, "spool_dir": str(tmp_path)},
                           redact={"patterns": ["card", "ssn", "email"]},
-                          state={"backend": "redis", "redis_url": redis_server.url})
+                          state={"backend": "redis", "redis_url": redis_server.url, "keep_transcripts": True})
         rt = make_runtime(cfg)
         rt.provider_factory = _TalkerProvider
         async with bridge(cfg, rt) as (url, rt):
@@ -78,6 +78,7 @@ async def test_a_card_number_said_reaches_no_output(tmp_path: Path, captured_log
                 await leg.start()
                 for f in frames(tone(300) + silence(600)):
                     await leg.media(f)
+                await leg.collect(until_ms_of_audio=100)  # the agent has heard (and said) it all
                 await leg.stop()
                 with pytest.raises(trio_websocket.ConnectionClosed):
                     await leg.collect(idle_s=3)
@@ -86,8 +87,9 @@ async def test_a_card_number_said_reaches_no_output(tmp_path: Path, captured_log
                 while rt.calls:
                     await rt.calls_changed.wait()
     raw = redis_server.client().get(f"twibridge:summary:{leg.call_sid}")
-    assert raw is not None
-    outputs = {"webhook": got.body.decode(), "redis": raw, "logs": captured_logs.text,
+    kept = redis_server.client().get(f"twibridge:transcript:{leg.call_sid}")  # keep_transcripts: its own key
+    assert raw is not None and kept is not None
+    outputs = {"webhook": got.body.decode(), "redis": raw + kept, "logs": captured_logs.text,
                "spool": "".join(p.read_text() for p in tmp_path.rglob("*.json"))}
     for name, text in outputs.items():
         for secret_bit in ("4242", "123-45-6789", "jane.doe"):
@@ -95,7 +97,7 @@ async def test_a_card_number_said_reaches_no_output(tmp_path: Path, captured_log
     transcript = got.json()["transcript"]
     assert [t["text"] for t in transcript] == [
         "my card is [redacted:card], ssn [redacted:ssn], mail [redacted:email]", "I heard [redacted:card]."]
-    assert json.loads(raw)["transcript"][0]["text"].startswith("my card is [redacted:card]")
+    assert json.loads(kept)[0]["text"].startswith("my card is [redacted:card]")
     assert any(line.get("event") == "call.transcript" for line in captured_logs.lines)
 
 

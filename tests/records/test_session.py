@@ -11,7 +11,7 @@ import trio.testing
 
 from fakes import silence, tone
 from fakes.openai_realtime import API_KEY, FakeRealtime
-from support import TOKEN, bridge, make_config
+from support import ACCOUNT_SID, TOKEN, bridge, make_config
 from twibridge.config import build_config
 from twibridge.records.session import CallRecords
 from twibridge.simulate import CallOptions, simulate_call
@@ -29,7 +29,8 @@ def fast_clock() -> trio.testing.MockClock:
 async def openai_bridge(fake: FakeRealtime) -> AsyncIterator[tuple[str, Any]]:
     async with trio.open_nursery() as nursery:
         url = await fake.serve(nursery)
-        config = make_config(agent={**AGENT, "provider": "openai", "openai": {"api_key": API_KEY, "url": url}})
+        config = make_config(agent={**AGENT, "provider": "openai", "openai": {"api_key": API_KEY, "url": url}},
+                             state={"keep_transcripts": True})  # the history keeps the transcript
         async with bridge(config) as (server, rt):
             yield server, rt
         await fake.wait_for(lambda: fake.live == 0)
@@ -41,7 +42,7 @@ async def test_barge_in_cuts_the_agent_text_to_what_was_heard(fast_clock: trio.t
     caller = silence(300) + tone(800) + silence(2000) + tone(800, freq=300) + silence(1500)
     with trio.fail_after(30):
         async with openai_bridge(fake) as (server, rt):
-            result = await simulate_call(server, TOKEN, caller, CallOptions(tail_s=0.5))
+            result = await simulate_call(server, TOKEN, caller, CallOptions(account_sid=ACCOUNT_SID, tail_s=0.5))
             while rt.calls:
                 await rt.calls_changed.wait()
             (summary,) = await rt.registry.recent(1)
