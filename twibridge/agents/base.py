@@ -50,6 +50,10 @@ class CallInfo:
     params: Mapping[str, str] = field(default_factory=dict)
     #: The configured functions this call's agent may call (besides the built-ins).
     tools: tuple[ToolSpec, ...] = ()
+    #: The agent routing chose (``default`` = ``[agent]``; else an ``[agents.NAME]``).
+    agent: str = "default"
+    #: Variables the pre-call lookup gave (``[routing.variables]`` defaults included).
+    variables: Mapping[str, str] = field(default_factory=dict)
 
 
 # -- events from the agent to the bridge ------------------------------------

@@ -26,7 +26,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import structlog
@@ -41,6 +41,7 @@ from twibridge.audio.g711 import ulaw_dbfs
 from twibridge.call.control import CallControl
 from twibridge.call.jitter import JitterBuffer
 from twibridge.logs import get_logger
+from twibridge.routing import percall
 from twibridge.state.registry import CallRecord
 from twibridge.runtime import Runtime
 from twibridge.call.speaker import Speaker
@@ -97,6 +98,7 @@ class Call:
         self.close_code = CLOSE_NORMAL
         self.start: tw.Start | None = None
         self.info: CallInfo | None = None
+        self.route: int | None = None  # the index of the route that decided, in this call's config
         self.agent: AgentSupervisor | None = None
         self.control: CallControl | None = None
         self._scope = trio.CancelScope()
@@ -163,13 +165,18 @@ class Call:
         """Everything the media path needs, in place before the first frame after ``start``."""
         self.start = start
         self.speaker.stream_sid = start.stream_sid
-        self.control = CallControl(self.cfg, start.call_sid, start.account_sid)
         p = start.custom_parameters
+        # The agent /voice routed to, templates rendered, the route's fallback: this call's own config.
+        self.cfg, routed, params = percall.prepare(self.cfg, p, start.call_sid)
+        self.route = routed.route
+        self.control = CallControl(self.cfg, start.call_sid, start.account_sid)
         self.info = CallInfo(call_sid=start.call_sid, stream_sid=start.stream_sid, account_sid=start.account_sid,
-                             from_number=p.get("From", ""), to_number=p.get("To", ""),
-                             params={k: v for k, v in p.items() if k != stream_token.PARAMETER})
+                             from_number=p.get("From", ""), to_number=p.get("To", ""), params=params,
+                             agent=routed.agent, variables=routed.variables)
+        if (allowed := percall.allowed_tools(self.cfg, routed)) is not None:  # the route's tools subset
+            self.info = replace(self.info, tools=tuple(t for t in self.info.tools if t.name in allowed))
         # Created now so caller audio buffers (bounded) while it connects.
-        self.agent = AgentSupervisor(self.rt.provider(), self.info, self.cfg.agent, self._agent_event)
+        self.agent = AgentSupervisor(self.rt.provider(self.cfg), self.info, self.cfg.agent, self._agent_event)
         self._last_media = trio.current_time()
 
     def _authorize(self, start: tw.Start) -> None:
@@ -203,7 +210,7 @@ class Call:
         self.rt.calls[start.call_sid] = self
         self.rt.notify_calls_changed()
         log.info("call.started", remote=self.remote, from_number=self.info.from_number,
-                 to_number=self.info.to_number, provider=self.cfg.agent.provider)
+                 to_number=self.info.to_number, agent=self.info.agent, provider=self.cfg.agent.provider)
         return True
 
     async def _teardown(self, registered: bool) -> None:
@@ -243,7 +250,7 @@ class Call:
             return round(lat[min(len(lat) - 1, int(q * len(lat)))], 1) if lat else None
 
         return {
-            "call_sid": self.start.call_sid if self.start else "",
+            "call_sid": self.start.call_sid if self.start else "", "agent": self.info.agent if self.info else "default",
             "outcome": self.outcome, "reason": self.reason,
             "duration_s": round(trio.current_time() - self._started_at, 3),
             "frames_in": self.stats.frames_in,

@@ -37,6 +37,7 @@ from twibridge.server.asgi import ClosingHTTPConnection, MediaWebsocket, QuietWe
 from twibridge.call.runner import Call
 from twibridge.config import Config
 from twibridge.logs import get_logger
+from twibridge import routing
 from twibridge.runtime import Runtime
 from twibridge.twilio import stream_token
 from twibridge.twilio.signature import SignatureChecker, public_base, signed_url, to_ws
@@ -47,14 +48,20 @@ hypercorn_fix.install()
 
 
 def create_app(rt: Runtime) -> QuartTrio:
-    cfg = rt.config
     app = QuartTrio("twibridge")
     app.asgi_http_class = ClosingHTTPConnection
     app.asgi_websocket_class = QuietWebsocketConnection
     app.websocket_class = MediaWebsocket
-    secret = cfg.twilio.auth_token.get_secret_value()
-    checker = SignatureChecker(secret)
-    validate = cfg.twilio.validate_signatures
+    checkers: dict[str, SignatureChecker] = {}
+
+    def current() -> tuple[Config, SignatureChecker]:
+        """The config now (a reload swaps ``rt.config``) and a checker for its auth token."""
+        cfg = rt.config
+        secret = cfg.twilio.auth_token.get_secret_value()
+        if secret not in checkers:
+            checkers.clear()
+            checkers[secret] = SignatureChecker(secret)
+        return cfg, checkers[secret]
 
     def remote_addr() -> str:
         return str(request.remote_addr or "")
@@ -62,7 +69,8 @@ def create_app(rt: Runtime) -> QuartTrio:
     async def signed_form() -> dict[str, Any] | None:
         """The form if its signature is valid (or checks are off), else None."""
         form = await request.form
-        if not validate:
+        cfg, checker = current()
+        if not cfg.twilio.validate_signatures:
             return form.to_dict()
         url = signed_url(cfg.server.public_url, request.scheme, request.host, request.path,
                          request.query_string.decode("latin-1"))
@@ -82,6 +90,7 @@ def create_app(rt: Runtime) -> QuartTrio:
         if form is None:
             return Response("invalid signature\n", status=403, content_type="text/plain")
         call_sid = form.get("CallSid", "")
+        cfg = rt.config
         if rt.stopping.is_set() or await rt.cluster_active() >= cfg.server.max_calls:
             why = "draining" if rt.stopping.is_set() else "busy"
             log.warning("voice.refused", call_sid=call_sid, reason=why, active=rt.active)
@@ -90,9 +99,20 @@ def create_app(rt: Runtime) -> QuartTrio:
             return twiml(busy(cfg.fallback.say, cfg.fallback.dial))
         base = public_base(cfg.server.public_url, request.scheme, request.host)
         params: dict[str, str] = {k: str(form[k]) for k in ("CallSid", "From", "To") if k in form}
-        if validate and cfg.twilio.require_stream_token:
-            params[stream_token.PARAMETER] = stream_token.issue(secret, call_sid, time.time())
-        log.info("voice.answered", call_sid=call_sid, from_number=form.get("From", ""))
+        facts = routing.facts_from_webhook(form, request.args.to_dict())  # which agent: docs/routing.md
+        decision = await routing.route_call(cfg, facts, rt.calls_on_route,
+                                           rt.metrics.routing_lookup if rt.metrics else None)
+        if decision.refuse:
+            log.warning("voice.refused", call_sid=call_sid, reason=decision.why, agent=decision.agent)
+            if rt.metrics:
+                rt.metrics.refused("busy" if decision.route is not None else "rejected")
+            return twiml(busy(decision.say, decision.dial))
+        params.update(routing.parameters(decision, facts))
+        if cfg.twilio.validate_signatures and cfg.twilio.require_stream_token:
+            params[stream_token.PARAMETER] = stream_token.issue(cfg.twilio.auth_token.get_secret_value(), call_sid,
+                                                                time.time())
+        log.info("voice.answered", call_sid=call_sid, from_number=form.get("From", ""), agent=decision.agent,
+                 why=decision.why)
         return twiml(connect_stream(to_ws(base) + "/media-stream", base + "/stream-status", params))
 
     @app.post("/stream-status")
@@ -107,7 +127,8 @@ def create_app(rt: Runtime) -> QuartTrio:
     @app.websocket("/media-stream")
     async def media_stream() -> Any:
         remote = str(websocket.remote_addr or "")
-        if validate:
+        cfg, checker = current()
+        if cfg.twilio.validate_signatures:
             url = signed_url(cfg.server.public_url, websocket.scheme, websocket.host, websocket.path,
                              websocket.query_string.decode("latin-1"), websocket=True)
             if not checker.valid(url, {}, websocket.headers.get("X-Twilio-Signature")):
@@ -126,7 +147,7 @@ def create_app(rt: Runtime) -> QuartTrio:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        token = cfg.server.metrics_token.get_secret_value()
+        token = rt.config.server.metrics_token.get_secret_value()
         if token and request.headers.get("Authorization", "") != f"Bearer {token}":
             return Response("unauthorized\n", status=401, content_type="text/plain")
         if rt.metrics is None:
