@@ -27,7 +27,9 @@ def serve(
 
     logs.configure(cfg.log.level, cfg.log.format, cfg.secrets())
     log = logs.get_logger("twibridge.server.app")
-    problems = serve_problems(cfg)
+    from twibridge.routing import problems as routing_problems
+
+    problems = serve_problems(cfg) + routing_problems(cfg)
     if problems:
         for line in problems:
             typer.echo(f"refusing to start: {line}", err=True)
@@ -51,7 +53,7 @@ def serve(
 
         from twibridge.server.app import serve as run_server
 
-        trio.run(lambda: run_server(cfg, host=host, port=port))
+        trio.run(lambda: run_server(cfg, host=host, port=port, config_path=path))
     except OSError as exc:
         typer.echo(f"cannot serve on {host or cfg.server.host}:{cfg.server.port if port is None else port}: {exc}",
                    err=True)

@@ -17,6 +17,13 @@ def validate_config(
     cfg, _ = load_config_or_exit(path)
     from twibridge.config import serve_problems
 
+    from twibridge.routing import problems as routing_problems
+
+    errors = routing_problems(cfg)  # what only the routing wing can check (the lookup's secret)
+    for line in errors:
+        typer.echo(line, err=True)
+    if errors:
+        raise typer.Exit(2)
     for line in serve_problems(cfg):
         typer.echo(f"warning: {line}", err=True)
     typer.echo("ok")

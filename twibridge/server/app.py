@@ -24,6 +24,7 @@ import contextlib
 import signal
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import trio
@@ -32,7 +33,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
-from twibridge.server import hypercorn_fix, systemd
+from twibridge.server import hypercorn_fix, reload, systemd
 from twibridge.server.asgi import ClosingHTTPConnection, MediaWebsocket, QuietWebsocketConnection
 from twibridge.call.runner import Call
 from twibridge.config import Config
@@ -207,6 +208,8 @@ async def serve(
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     fd: int | None = None,
     beside: Callable[[trio.Event], Awaitable[None]] | None = None,
+    config_path: Path | None = None,
+    reload_on_hangup: bool = True,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or ``shutdown_trigger`` returns), then drain.
@@ -216,6 +219,10 @@ async def serve(
     inherited listening socket as ``fd`` instead of binding, and its
     heartbeat as ``beside``: a task started once listening, given the event
     that starts the drain (as a signal would).
+
+    SIGHUP re-reads ``config_path`` (and the environment) for new calls
+    (:mod:`twibridge.server.reload`); a worker of ``--workers`` passes
+    ``reload_on_hangup=False``: its parent validates once and forwards.
     """
     owns_runtime = rt is None
     rt = rt or make_runtime(config)
@@ -233,7 +240,13 @@ async def serve(
         # Open for the server's whole life: a repeated SIGTERM/SIGINT (e.g.
         # the whole control group signalled) must not kill a draining server.
         async for signum in signals:
-            if signalled.is_set():
+            if signum == signal.SIGHUP:
+                if signalled.is_set() or not reload_on_hangup:
+                    log.info("server.signal", signal="SIGHUP", action="ignored: " + (
+                        "stopping" if signalled.is_set() else "reloads come from the --workers parent"))
+                else:
+                    await reload.reload_from_file(rt, config_path, notifier)
+            elif signalled.is_set():
                 log.info("server.signal", signal=signal.Signals(signum).name, repeated=True,
                          action="ignored: already stopping")
             else:
@@ -246,7 +259,8 @@ async def serve(
 
     # Programmatic callers (tests, simulate-call) bring their own trigger and
     # may run outside the main thread, where signals cannot be received.
-    receiver = trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) if shutdown_trigger is None else None
+    receiver = (trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) if shutdown_trigger is None
+                else None)
     try:
         with receiver or contextlib.nullcontext() as signals:
             async with trio.open_nursery() as nursery:
