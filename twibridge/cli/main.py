@@ -26,6 +26,7 @@ def _register_commands() -> None:
     """One module per command (each imports only typer at top), in help order."""
     from twibridge.cli.call import call_command
     from twibridge.cli.calls import calls_command
+    from twibridge.cli.routes import routes_command
     from twibridge.cli.serve import serve
     from twibridge.cli.simulate_call import simulate_call
     from twibridge.cli.validate import validate_config
@@ -35,6 +36,7 @@ def _register_commands() -> None:
     app.command("simulate-call")(simulate_call)
     app.command("call")(call_command)
     app.command("calls")(calls_command)
+    app.command("routes")(routes_command)
 
 
 _register_commands()
