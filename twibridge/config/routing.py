@@ -148,7 +148,7 @@ def parse_hours(text: str) -> tuple[Window, ...]:
         start_text, _, end_text = words[1].partition("-")
         start, end = _minutes(start_text), _minutes(end_text)
         if end <= start:
-            raise ValueError(f"{words[1]}: the end must be after the start (split an overnight window in two)")
+            raise ValueError(f"the end must be after the start in {words[1]} (split an overnight window in two)")
         windows.append(Window(_day_set(words[0].lower()), start, end))
     return tuple(windows)
 
