@@ -178,6 +178,8 @@ async def forward(old: Config, path: Path | None, notifier: systemd.Notifier,
                 await acks.changed.wait()
         if scope.cancelled_caught:
             log.warning("config.reload_unconfirmed", missing=target - acks.count, timeout_s=ACK_TIMEOUT_S)
+        else:
+            log.info("workers.reloaded", workers=len(children), message="every worker runs the new config")
         return new
     finally:
         notifier.ready(f"{len(children)} workers ready")
