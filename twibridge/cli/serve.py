@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Optional
 
@@ -43,6 +44,9 @@ def serve(
                     message="twilio.require_stream_token = false: a stream needs only the upgrade "
                     "signature, which is the same for every call.")
     n = workers or cfg.server.workers
+    # SIGHUP is a reload once the server listens; before that (and after the drain) it must not
+    # kill the process, as Python's default would.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     log.info("server.starting", config=str(path) if path else "built-in defaults", pid=os.getpid(), workers=n)
     try:
         if n > 1:
