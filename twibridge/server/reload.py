@@ -188,11 +188,12 @@ async def forward(old: Config, path: Path | None, notifier: systemd.Notifier,
 async def _send_all(children: list[trio.abc.SendStream], line: bytes) -> int:
     sent = 0
     for stream in children:
-        try:
-            await stream.send_all(line + b"\n")
-            sent += 1
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # that child is gone; its slot restarts it with the new payload
+        with trio.move_on_after(ACK_TIMEOUT_S):  # a wedged child must not hold the parent's signal loop
+            try:
+                await stream.send_all(line + b"\n")
+                sent += 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # that child is gone; its slot restarts it with the new payload
     return sent
 
 

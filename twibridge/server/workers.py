@@ -18,9 +18,7 @@ config as JSON on stdin (secrets included: a pipe, not argv or env), so
 every child runs exactly the config the parent checked.  Each child runs the
 normal app, runtime and drain of :mod:`twibridge.server.app`.
 
-Reload (SIGHUP, ``systemctl reload``): the parent validates the file once
-and forwards the result over each child's stdin (:mod:`twibridge.server.reload`).
-
+Reload (SIGHUP): the parent validates once and forwards over stdin (:mod:`twibridge.server.reload`).
 Signals: the parent forwards SIGTERM (for SIGTERM or SIGINT) to each child
 once; each drains its calls like a single ``serve`` and exits 0.  Children
 ignore repeats (systemd's default ``KillMode=control-group`` signals every
@@ -273,6 +271,8 @@ class _Supervisor:
             if self.stopping.is_set():
                 self._terminate(slot)
             code = await self._wait(slot.proc)
+            if slot.proc.stdin is not None:  # kept open for reloads until now
+                await slot.proc.stdin.aclose()
             slot.returncode = code
             if slot.ready:
                 slot.ready = False
