@@ -9,11 +9,13 @@ import trio
 
 from conftest import LogCapture
 from fakes.lookup import FakeLookup
-from support import Leg, bridge, make_config, media_socket, post_signed, sid, wait_calls
+from fakes.openai_realtime import API_KEY, FakeRealtime
+from support import TOKEN, Leg, bridge, make_config, media_socket, post_signed, sid, silence, wait_calls
 from twibridge.agents.base import AgentProvider, CallInfo
 from twibridge.agents.echo import EchoProvider, EchoSession
 from twibridge.config import AgentConfig, Config, build_config
 from twibridge.server.app import make_runtime
+from twibridge.simulate import CallOptions, simulate_call
 from twibridge.webhooks.signing import new_secret
 
 SECRET = new_secret()
@@ -156,3 +158,23 @@ async def test_a_lookup_that_fails_leaves_it_to_the_routes(captured_logs: LogCap
             verbs, params = await voice(url, 7, to="+15551230001")
     assert verbs == ["Connect", "Hangup"] and params["twibridge_agent"] == "sales"
     assert captured_logs.events("routing.lookup_failed")[0]["action"] == "the static routes decide"
+
+
+async def test_a_simulated_call_reaches_the_routed_openai_agent_with_its_prompt_rendered() -> None:
+    fake = FakeRealtime(reply_ms=200)
+    async with trio.open_nursery() as nursery:
+        realtime = await fake.serve(nursery)
+        base = make_config(agent={"openai": {"api_key": API_KEY, "url": realtime}}, agents={
+            "sales": {"provider": "openai", "openai": {
+                "instructions": "Sales desk {to}. Caller {from}, {customer_name}. {{keep}}"}}},
+            routing={"variables": {"customer_name": "valued customer"}})
+        cfg = build_config({**base.model_dump(), "routes": [{"to": "+15551230001", "agent": "sales"}]})
+        async with bridge(cfg) as (url, rt):
+            with trio.fail_after(30):
+                result = await simulate_call(url, TOKEN, silence(400), CallOptions(
+                    to_number="+15551230001", from_number="+442071234567", speed=4.0, tail_s=0.2))
+                while rt.calls:
+                    await rt.calls_changed.wait()
+        nursery.cancel_scope.cancel()
+    assert result.ok, result.detail
+    assert fake.sessions[0]["instructions"] == "Sales desk +15551230001. Caller +442071234567, valued customer. {keep}"

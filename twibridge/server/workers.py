@@ -19,6 +19,7 @@ every child runs exactly the config the parent checked.  Each child runs the
 normal app, runtime and drain of :mod:`twibridge.server.app`.
 
 Reload (SIGHUP): the parent validates once and forwards over stdin (:mod:`twibridge.server.reload`).
+
 Signals: the parent forwards SIGTERM (for SIGTERM or SIGINT) to each child
 once; each drains its calls like a single ``serve`` and exits 0.  Children
 ignore repeats (systemd's default ``KillMode=control-group`` signals every
