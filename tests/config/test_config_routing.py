@@ -148,3 +148,11 @@ def test_hours_with_several_windows_and_a_wrapping_day_range() -> None:
     assert in_hours(windows, "UTC", at("2026-12-07T13:59:00+00:00"))      # Monday
     assert not in_hours(windows, "UTC", at("2026-12-08T11:00:00+00:00"))  # Tuesday
     assert in_hours(windows, "UTC", at("2026-12-02T23:59:00+00:00"))      # Wednesday night
+
+
+def test_the_routing_tables_from_the_environment_take_json() -> None:
+    env = {"TWIBRIDGE_AGENTS": '{"sales": {"openai": {"api_key": "sk-from-env-0123"}, "provider": "openai"}}',
+           "TWIBRIDGE_ROUTES": '[{"to": "+15551230001", "agent": "sales"}]'}
+    cfg = load_config(None, environ=env)
+    assert cfg.agent_config("sales").openai.api_key.get_secret_value() == "sk-from-env-0123"
+    assert cfg.routes[0].agent == "sales" and "sk-from-env-0123" in cfg.secrets()

@@ -156,8 +156,9 @@ class Acks:
 
 
 async def forward(old: Config, path: Path | None, notifier: systemd.Notifier,
-                  children: list[trio.abc.SendStream], acks: Acks) -> Config | None:
-    """The parent's SIGHUP: validate once, send to every child; the new config, or None if refused."""
+                  children: list[trio.abc.SendStream], acks: Acks, adopt: Callable[[Config], None]) -> Config | None:
+    """The parent's SIGHUP: validate once, ``adopt`` it (before any child can restart on the
+    old one), send it to every child; the new config, or None if refused."""
     notifier.reloading()
     log.info("config.reloading", config=str(path) if path else "built-in defaults", workers=len(children))
     try:
@@ -172,6 +173,7 @@ async def forward(old: Config, path: Path | None, notifier: systemd.Notifier,
             log.warning("config.reload_needs_restart", keys=waiting,
                         message="these keys keep their running values until the next restart")
         new = keep_restart_only(old, new)
+        adopt(new)
         target = acks.count + await _send_all(children, b'{"reload":' + config_payload(new) + b"}")
         with trio.move_on_after(ACK_TIMEOUT_S) as scope:
             while acks.count < target:

@@ -173,15 +173,17 @@ class _Supervisor:
                 name = signal.Signals(signum).name
                 if signum == signal.SIGHUP and not self.stopping.is_set():
                     live = [s.proc.stdin for s in self.slots if s.proc and s.proc.returncode is None and s.proc.stdin]
-                    new = await reload.forward(self.config, self.config_path, self.notifier, live, self.acks)
-                    if new is not None:
-                        self.config, self.payload = new, config_payload(new) + b"\n"
+                    await reload.forward(self.config, self.config_path, self.notifier, live, self.acks, self._adopt)
                     continue
                 if self.stopping.is_set():
                     log.info("workers.signal_repeated", signal=name)
                     continue
                 log.info("workers.signal", signal=name, action="SIGTERM to every worker; each drains")
                 self._stop_all()
+
+    def _adopt(self, new: Config) -> None:
+        """A reloaded config: what restarted workers get from now on."""
+        self.config, self.payload = new, config_payload(new) + b"\n"
 
     def _stop_all(self) -> None:
         self.stopping.set()
