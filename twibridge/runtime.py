@@ -32,11 +32,15 @@ class MetricsSink(Protocol):
     def refused(self, why: str) -> None: ...
     def observe_loop_lag(self, seconds: float) -> None: ...
     def observe_tool(self, tool: str, outcome: str, seconds: float) -> None: ...
+    def config_reload(self, outcome: str) -> None: ...
+    def routing_lookup(self, outcome: str) -> None: ...
     def render(self, rt: Runtime) -> tuple[bytes, str]: ...
 
 
 @dataclass
 class Runtime:
+    #: The current config: swapped whole by a reload (``server/reload.py``); a live
+    #: call keeps the snapshot it started with (``Call.cfg``).
     config: Config
     registry: CallRegistry = field(default_factory=MemoryRegistry)
     #: Set when SIGTERM/SIGINT arrives: refuse new calls, let live ones finish.
@@ -71,9 +75,16 @@ class Runtime:
         self.calls_changed.set()
         self.calls_changed = trio.Event()
 
-    def provider(self) -> "AgentProvider":
+    def calls_on_route(self, index: int) -> int:
+        """Live calls of this process that ``routes[index]`` decided (its ``max_calls``)."""
+        return sum(1 for call in list(self.calls.values()) if getattr(call, "route", None) == index)
+
+    def provider(self, config: Config | None = None) -> "AgentProvider":
+        """A provider for one call, from that call's config (its routed agent
+        as ``agent``: :func:`twibridge.routing.percall.call_config`)."""
+        cfg = config or self.config
         if self.provider_factory is not None:
-            return self.provider_factory(self.config)
+            return self.provider_factory(cfg)
         from twibridge.agents import make_provider
 
-        return make_provider(self.config)
+        return make_provider(cfg)

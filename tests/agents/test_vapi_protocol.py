@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 
 import pytest
@@ -38,6 +40,8 @@ def test_body_with_assistant_id_is_the_documented_shape() -> None:
                                            "calledNumber": "+15559870000"}
     assert "firstMessageMode" not in overrides
     json.dumps(body)  # serialisable as is
+    routed = vp.build_create_call("asst-1", None, replace(CALL, variables={"customer_name": "Ada"}))
+    assert routed["assistantOverrides"]["variableValues"]["customer_name"] == "Ada"
 
 
 def test_inline_assistant_wins_and_reconnect_waits_for_the_caller() -> None:

@@ -57,7 +57,7 @@ async def test_start_first_with_call_and_headers_then_stop() -> None:
     assert agent.received[0] == {
         "type": "start", "version": 1,
         "call": {"call_sid": CALL.call_sid, "stream_sid": CALL.stream_sid, "from": "+15551230000",
-                 "to": "+15559870000", "params": {"lang": "en"}},
+                 "to": "+15559870000", "params": {"lang": "en"}, "agent": "default", "variables": {}},
         "audio": {"encoding": "mulaw", "sample_rate": 8000}}
     assert agent.received[-1] == {"type": "stop"}
 

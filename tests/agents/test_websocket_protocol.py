@@ -29,9 +29,12 @@ def test_start_message() -> None:
     assert json.loads(wp.build_start(call)) == {
         "type": "start", "version": 1,
         "call": {"call_sid": "CA1", "stream_sid": "MZ1", "from": "+15551230000", "to": "+15559870000",
-                 "params": {"lang": "en"}},
+                 "params": {"lang": "en"}, "agent": "default", "variables": {}},
         "audio": {"encoding": "mulaw", "sample_rate": 8000},
     }
+    routed = CallInfo(call_sid="CA1", stream_sid="MZ1", agent="sales", variables={"customer_name": "Ada"})
+    call_part = json.loads(wp.build_start(routed))["call"]
+    assert (call_part["agent"], call_part["variables"]) == ("sales", {"customer_name": "Ada"})
 
 
 def test_start_lists_the_calls_tools_and_tool_messages() -> None:

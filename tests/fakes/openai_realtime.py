@@ -69,6 +69,7 @@ class FakeRealtime(Recorder):
         self.connections = 0
         self.live = 0
         self.errors_sent: list[dict[str, Any]] = []
+        self.sessions: list[dict[str, Any]] = []  # every accepted session.update's session
         self.url = ""
 
     async def serve(self, nursery: trio.Nursery) -> str:
@@ -188,6 +189,7 @@ class _Conn:
             return
         assert isinstance(s, dict)
         self.session = s
+        self.fake.sessions.append(s)
         await self.send({"type": "session.updated", "session": {"object": "realtime.session", **s}})
 
     async def on_input_audio_buffer_append(self, event: dict[str, Any]) -> None:

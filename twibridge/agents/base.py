@@ -63,6 +63,10 @@ class CallInfo:
     #: ``[agent] greeting``: what the agent says first, without waiting for the caller.
     #: Empty on a reconnect (the caller already heard it).
     greeting: str = ""
+    #: The agent routing chose (``default`` = ``[agent]``; else an ``[agents.NAME]``).
+    agent: str = "default"
+    #: Variables the pre-call lookup gave (``[routing.variables]`` defaults included).
+    variables: Mapping[str, str] = field(default_factory=dict)
 
 
 # -- events from the agent to the bridge ------------------------------------

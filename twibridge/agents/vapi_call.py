@@ -64,8 +64,8 @@ def build_create_call(
         raise ValueError("agent.vapi: assistant_id or an inline assistant is required")
     overrides: dict[str, Any] = {
         "clientMessages": list(CLIENT_MESSAGES),
-        "variableValues": {
-            "twilioCallSid": call.call_sid, "callerNumber": call.from_number, "calledNumber": call.to_number,
+        "variableValues": {  # the lookup's variables ({{customer_name}}), then the call's identity
+            **call.variables, "twilioCallSid": call.call_sid, "callerNumber": call.from_number, "calledNumber": call.to_number,
         },
     }
     if reconnect:

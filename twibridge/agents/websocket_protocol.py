@@ -61,7 +61,8 @@ def build_start(call: CallInfo) -> str:
     start: dict[str, Any] = {
         "type": "start", "version": PROTOCOL_VERSION,
         "call": {"call_sid": call.call_sid, "stream_sid": call.stream_sid, "from": call.from_number,
-                 "to": call.to_number, "params": dict(call.params)},
+                 "to": call.to_number, "params": dict(call.params), "agent": call.agent,
+                 "variables": dict(call.variables)},
         "audio": {"encoding": ENCODING, "sample_rate": SAMPLE_RATE},
     }
     if call.tools:

@@ -9,6 +9,7 @@ Sans-IO: each takes the clock reading it needs.
   :data:`~twibridge.agents.base.MAX_TRANSCRIPT_CHARS`, at most
   :data:`MAX_TRANSCRIPT_ENTRIES` entries and :data:`MAX_TRANSCRIPT_TOTAL_CHARS`
   characters per call (later entries dropped and counted).
+* :class:`CallStats` — the counts and transcript a call keeps for its summary.
 * :class:`InboundRate` — caller media at most :data:`MEDIA_RATE_FACTOR` × real
   time (a token bucket with :data:`MEDIA_BURST_FRAMES` of slack for a
   backlog a network stall releases at once).  Excess frames are **dropped and
@@ -20,6 +21,7 @@ Sans-IO: each takes the clock reading it needs.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass, field
 
 from twibridge.agents.base import MAX_TRANSCRIPT_CHARS, clip
 
@@ -125,3 +127,12 @@ class BoundedSet:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+@dataclass
+class CallStats:
+    """What a call counts of its peer (the ``call.ended`` summary's ``frames_in``, ``unknown_events``)."""
+
+    frames_in: int = 0
+    unknown_events: int = 0
+    transcript: TranscriptKeeper = field(default_factory=TranscriptKeeper)

@@ -23,7 +23,6 @@ shield; every cancel carries a reason that the logs repeat.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -39,9 +38,10 @@ from twibridge.audio.g711 import ulaw_dbfs
 from twibridge.call import admission
 from twibridge.call.control import CallControl
 from twibridge.call.jitter import JitterBuffer
-from twibridge.call.limits import InboundRate, TranscriptKeeper, WarnLimiter
+from twibridge.call.limits import CallStats, InboundRate, WarnLimiter
 from twibridge.logs import get_logger
 from twibridge.records.session import CallRecords
+from twibridge.routing import percall
 from twibridge.state.registry import CallRecord
 from twibridge.tools.calltools import CallTools, specs
 from twibridge.runtime import Runtime
@@ -50,9 +50,7 @@ from twibridge.call.idle import IdleWatch
 from twibridge.call.speaker import Speaker
 from twibridge.call.summary import summarize
 from twibridge.twilio import protocol as tw
-from twibridge.twilio import stream_token
-from twibridge.audio.vad import SpeechEnded, TurnDetector
-from twibridge.audio.vad import SpeechStarted as VadSpeechStarted
+from twibridge.audio.vad import SpeechEnded, TurnDetector, SpeechStarted as VadSpeechStarted
 
 log = get_logger("twibridge.call")
 
@@ -72,13 +70,6 @@ class Transport(Protocol):
 
 class _Ended(Exception):
     """Raised inside the call to end it with an outcome (not an error)."""
-
-
-@dataclass
-class CallStats:
-    frames_in: int = 0
-    unknown_events: int = 0
-    transcript: TranscriptKeeper = field(default_factory=TranscriptKeeper)
 
 
 class Call(RecordsHooks):
@@ -108,6 +99,7 @@ class Call(RecordsHooks):
         self.close_code = CLOSE_NORMAL
         self.start: tw.Start | None = None
         self.info: CallInfo | None = None
+        self.route: int | None = None  # the index of the route that decided, in this call's config
         self.agent: AgentSupervisor | None = None
         self.control: CallControl | None = None
         self.tools: CallTools | None = None
@@ -182,14 +174,17 @@ class Call(RecordsHooks):
         """Everything the media path needs, in place before the first frame after ``start``."""
         self.start = start
         self.speaker.stream_sid = start.stream_sid
-        self.control = CallControl(self.cfg, start.call_sid, trusted=admission.trusted(self.rt))
         p = start.custom_parameters
+        # The agent /voice routed to, templates rendered, the route's fallback: this call's own config.
+        self.cfg, routed, params = percall.prepare(self.cfg, p, start.call_sid)
+        self.route, self.agent_name = routed.route, routed.agent
+        self.control = CallControl(self.cfg, start.call_sid, trusted=admission.trusted(self.rt))
         self.info = CallInfo(call_sid=start.call_sid, stream_sid=start.stream_sid, account_sid=start.account_sid,
-                             from_number=p.get("From", ""), to_number=p.get("To", ""),
-                             params={k: v for k, v in p.items() if k != stream_token.PARAMETER}, tools=specs(self.cfg.tools),
-                             greeting=self.cfg.agent.greeting)
+                             from_number=p.get("From", ""), to_number=p.get("To", ""), params=params,
+                             tools=specs(self.cfg.tools), greeting=self.cfg.agent.greeting, agent=routed.agent,
+                             variables=routed.variables)
         # Created now so caller audio buffers (bounded) while it connects.
-        self.agent = AgentSupervisor(self.rt.provider(), self.info, self.cfg.agent, self._agent_event)
+        self.agent = AgentSupervisor(self.rt.provider(self.cfg), self.info, self.cfg.agent, self._agent_event)
         self.tools = CallTools(self.cfg.tools, self.info, self.agent.send_tool_result, player=self.speaker,
                                metrics=self.rt.metrics)
         self._last_media = trio.current_time()
@@ -212,7 +207,7 @@ class Call(RecordsHooks):
         self.rt.calls[start.call_sid] = self
         self.rt.notify_calls_changed()
         log.info("call.started", remote=self.remote, from_number=self.info.from_number,
-                 to_number=self.info.to_number, provider=self.cfg.agent.provider)
+                 to_number=self.info.to_number, agent=self.info.agent, provider=self.cfg.agent.provider)
         return True
 
     async def _teardown(self, registered: bool) -> None:

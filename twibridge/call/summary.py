@@ -21,7 +21,7 @@ def summarize(call: Any) -> dict[str, Any]:  # call: the runner's Call (typed An
         return round(lat[min(len(lat) - 1, int(q * len(lat)))], 1) if lat else None
 
     return {
-        "call_sid": call.start.call_sid if call.start else "",
+        "call_sid": call.start.call_sid if call.start else "", "agent": call.info.agent if call.info else "default",
         "outcome": call.outcome, "reason": call.reason,
         "duration_s": round(trio.current_time() - call._started_at, 3),
         "frames_in": call.stats.frames_in,

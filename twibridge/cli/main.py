@@ -27,6 +27,7 @@ def _register_commands() -> None:
     from twibridge.cli.call import call_command
     from twibridge.cli.calls import calls_command
     from twibridge.cli.calls_show import show_command
+    from twibridge.cli.routes import routes_command
     from twibridge.cli.serve import serve
     from twibridge.cli.simulate_call import simulate_call
     from twibridge.cli.validate import validate_config
@@ -40,6 +41,7 @@ def _register_commands() -> None:
     calls_app.callback(invoke_without_command=True)(calls_command)  # `twibridge calls` lists, as before
     calls_app.command("show")(show_command)
     app.add_typer(calls_app, name="calls")
+    app.command("routes")(routes_command)
 
 
 _register_commands()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -80,9 +81,10 @@ def serve(
     logs.configure(cfg.log.level, cfg.log.format, cfg.secrets())
     log = logs.get_logger("twibridge.server")
     from twibridge.call.sounds import sound_problems
+    from twibridge.routing import problems as routing_problems
     from twibridge.tools.checks import problems as tools_problems
 
-    problems = serve_problems(cfg) + tools_problems(cfg) + sound_problems(cfg)
+    problems = serve_problems(cfg) + tools_problems(cfg) + sound_problems(cfg) + routing_problems(cfg)
     unsigned_public = unsigned_public_problem(cfg, host or cfg.server.host)
     if unsigned_public:
         problems = [*problems, unsigned_public]
@@ -104,6 +106,9 @@ def serve(
                     message="a file holding secrets is readable by group or others: chmod 600 it "
                     "(docs/security.md)")
     n = workers or cfg.server.workers
+    # SIGHUP is a reload once the server listens; before that (and after the drain) it must not
+    # kill the process, as Python's default would.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     log.info("server.starting", config=str(path) if path else "built-in defaults", pid=os.getpid(), workers=n)
     try:
         if n > 1:
@@ -114,7 +119,7 @@ def serve(
 
         from twibridge.server.app import serve as run_server
 
-        trio.run(lambda: run_server(cfg, host=host, port=port))
+        trio.run(lambda: run_server(cfg, host=host, port=port, config_path=path))
     except* OSError as group:  # the bind fails inside Hypercorn's nursery: an exception group
         first: BaseException = group
         while isinstance(first, BaseExceptionGroup):

@@ -19,7 +19,10 @@ def validate_config(
     from twibridge.config import serve_problems
     from twibridge.tools.checks import problems
 
-    bad = problems(cfg) + sound_problems(cfg)  # checks that read files or need other wings
+    from twibridge.routing import problems as routing_problems
+
+    # checks that read files or need other wings (the tools' and the lookup's secrets, the sounds)
+    bad = problems(cfg) + sound_problems(cfg) + routing_problems(cfg)
     for line in bad:
         typer.echo(f"{chosen}: {line}" if chosen else line, err=True)
     if bad:

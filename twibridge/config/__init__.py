@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Mapping, get_origin
 
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError, model_validator
 
 from twibridge.config.transfer import TransferConfig
 from twibridge.config.outbound import OutboundConfig
@@ -29,11 +30,13 @@ from twibridge.config.sections import (
 )
 from twibridge.config.tools import ToolFunctionConfig, ToolsConfig
 from twibridge.config.records import RecordingConfig, RedactConfig, WebhooksConfig
+from twibridge.config import routing as _routing
+from twibridge.config.routing import Route, RoutingConfig
 
 __all__ = [
     "AgentConfig", "CallsConfig", "Config", "ConfigError", "EchoAgentConfig", "FallbackConfig", "LogConfig",
-    "OpenAIAgentConfig", "ServerConfig", "StateConfig", "ToolFunctionConfig", "ToolsConfig", "TransferConfig",
-    "TurnsConfig", "TwilioConfig", "VapiAgentConfig",
+    "OpenAIAgentConfig", "Route", "RoutingConfig", "ServerConfig", "StateConfig", "ToolFunctionConfig", "ToolsConfig",
+    "TransferConfig", "TurnsConfig", "TwilioConfig", "VapiAgentConfig",
     "WebsocketAgentConfig", "build_config", "default_config_path", "load_config", "read_toml", "serve_problems",
     "with_overrides",
 ]
@@ -57,6 +60,27 @@ class Config(_Section):
     recording: RecordingConfig = RecordingConfig()
     redact: RedactConfig = RedactConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
+    #: Named agents (``[agents.NAME]``, merged over ``[agent]``), routes and the lookup: config/routing.py.
+    agents: dict[str, AgentConfig] = {}
+    routes: tuple[Route, ...] = ()
+    routing: RoutingConfig = RoutingConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_agents(cls, data: Any) -> Any:
+        return _routing.merge_agents(data)
+
+    @model_validator(mode="after")
+    def _check_routing(self) -> Config:
+        names = {f.name for f in self.tools.functions}  # a route's `tools` picks among [[tools.functions]]
+        problems = _routing.problems(self.agent, self.agents, self.routes, self.routing, names)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def agent_config(self, name: str) -> AgentConfig:
+        """``[agent]`` for ``"default"`` (or an unknown name), else ``[agents.NAME]``."""
+        return self.agents.get(name, self.agent)
 
     def secrets(self) -> list[str]:
         """Every secret value set, so the log layer can scrub them anywhere.
@@ -193,6 +217,8 @@ def _describe(err: Mapping[str, Any], model: type[BaseModel]) -> str:
         return f"{loc}: unknown key"
     if kind == "value_error":
         msg = str(err["msg"]).removeprefix("Value error, ")
+        if loc.startswith("agents.") and msg.startswith("agent."):  # [agent]'s own checks, on a named agent
+            msg = re.sub(r"\bagent\.", loc + ".", msg)
         return msg if ":" in msg.split(" ")[0] else (f"{loc}: {msg}" if loc else msg)
     field = _field_for(model, err["loc"])
     bounds = _bounds(field) if field is not None else ""
@@ -249,7 +275,7 @@ def build_config(data: Mapping[str, Any]) -> Config:
     try:
         return Config.model_validate(dict(data))
     except ValidationError as exc:
-        problems = [_describe(e, Config) for e in exc.errors()]
+        problems = [line for e in exc.errors() for line in _describe(e, Config).split("\n")]
         raise ConfigError(sorted(dict.fromkeys(problems))) from None
 
 

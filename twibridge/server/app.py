@@ -26,6 +26,7 @@ import math
 import signal
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import trio
@@ -34,7 +35,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
-from twibridge.server import hypercorn_fix, systemd, vapi_server
+from twibridge.server import hypercorn_fix, reload, systemd, vapi_server
 from twibridge.call import admission
 from twibridge.server.asgi import CappedRequest, ClosingHTTPConnection, MediaWebsocket, QuietWebsocketConnection
 from twibridge.server.guard import Guard, LogBudget, truncate
@@ -42,6 +43,7 @@ from twibridge.call.runner import Call
 from twibridge.config import Config
 from twibridge.logs import get_logger
 from twibridge.records.recording import sweeper
+from twibridge import routing
 from twibridge.runtime import Runtime
 from twibridge.twilio import stream_token
 from twibridge.twilio.signature import SignatureChecker, public_base, signed_url, to_ws
@@ -53,21 +55,30 @@ hypercorn_fix.install()
 
 
 def create_app(rt: Runtime) -> QuartTrio:
-    cfg = rt.config
     app = QuartTrio("twibridge")
     app.asgi_http_class = ClosingHTTPConnection
     app.asgi_websocket_class = QuietWebsocketConnection
     app.websocket_class = MediaWebsocket
     app.request_class = CappedRequest
+    cfg = rt.config
     # Webhook bodies (docs/security.md): a Twilio form is a few KB.  Quart's
     # defaults (16 MiB, 60 s, no url-encoded field cap) let one unsigned request
     # hold the loop that carries every call's audio.
     app.config.update(MAX_CONTENT_LENGTH=cfg.server.max_body_bytes, MAX_FORM_MEMORY_SIZE=cfg.server.max_body_bytes,
                       MAX_FORM_PARTS=cfg.server.max_form_fields, BODY_TIMEOUT=cfg.server.body_timeout_s)
-    secret = cfg.twilio.auth_token.get_secret_value()
-    checker = SignatureChecker(secret)
-    validate = cfg.twilio.validate_signatures
+    # The body limits above and the listener are fixed for the server's life (a reload keeps them:
+    # server/reload.py RESTART_ONLY); what a request reads below is ``rt.config`` as it is now.
+    checkers: dict[str, SignatureChecker] = {}
     bad_signatures = LogBudget()
+
+    def current() -> tuple[Config, SignatureChecker]:
+        """The config now (a reload swaps ``rt.config``) and a checker for its auth token."""
+        now = rt.config
+        secret = now.twilio.auth_token.get_secret_value()
+        if secret not in checkers:
+            checkers.clear()
+            checkers[secret] = SignatureChecker(secret)
+        return now, checkers[secret]
 
     def remote_addr() -> str:
         return str(request.remote_addr or "")
@@ -88,11 +99,12 @@ def create_app(rt: Runtime) -> QuartTrio:
 
         No signature header at all: refused before the body is read.
         """
-        if validate and not request.headers.get("X-Twilio-Signature"):
+        cfg, checker = current()
+        if cfg.twilio.validate_signatures and not request.headers.get("X-Twilio-Signature"):
             refused_unsigned("http.bad_signature", remote_addr(), request.path, "(no X-Twilio-Signature header)")
             return None
         form = await request.form
-        if not validate:
+        if not cfg.twilio.validate_signatures:
             return form.to_dict()
         url = signed_url(cfg.server.public_url, request.scheme, request.host, request.path,
                          request.query_string.decode("latin-1"))
@@ -104,12 +116,13 @@ def create_app(rt: Runtime) -> QuartTrio:
     def twiml(body: str) -> Response:
         return Response(body, status=200, content_type="text/xml")
 
-    def refuse_busy(call_sid: str, why: str) -> Response:
+    def refuse_busy(cfg: Config, call_sid: str, why: str) -> Response:
         log.warning("voice.refused", call_sid=call_sid, reason=why, active=rt.active)
         if rt.metrics:
             rt.metrics.refused("busy")
         return twiml(busy(cfg.fallback.say, cfg.fallback.dial))
-    async def machine_answered(call_sid: str, answered_by: str, to: str) -> str:
+
+    async def machine_answered(cfg: Config, call_sid: str, answered_by: str, to: str) -> str:
         """An outbound call reached a machine: voicemail (or hang up), never the agent."""
         left = bool(cfg.outbound.voicemail_say)
         outcome = "voicemail" if left else "machine-hangup"
@@ -127,17 +140,18 @@ def create_app(rt: Runtime) -> QuartTrio:
         form = await signed_form()
         if form is None:
             return Response("invalid signature\n", status=403, content_type="text/plain")
+        cfg = rt.config
         call_sid, account_sid = str(form.get("CallSid", "")), str(form.get("AccountSid", ""))
         if not (admission.CALL_SID.match(call_sid) and admission.ACCOUNT_SID.match(account_sid)):
             # Twilio's SIDs never look otherwise: a signed form whose key/value boundaries were moved.
             log.warning("voice.bad_sid", call_sid=call_sid[:40], account_sid=account_sid[:40], remote=remote_addr())
             return Response("bad CallSid or AccountSid\n", status=400, content_type="text/plain")
         if answered_by_machine(form.get("AnsweredBy")):
-            return twiml(await machine_answered(call_sid, str(form.get("AnsweredBy")), str(form.get("To", ""))))
+            return twiml(await machine_answered(cfg, call_sid, str(form.get("AnsweredBy")), str(form.get("To", ""))))
         admitted = await admission.bounded(rt, rt.registry.admitted(), 0, "admitted")
         full = max(admitted, len(rt.calls)) >= cfg.server.max_calls
         if rt.stopping.is_set():
-            return refuse_busy(call_sid, "draining")
+            return refuse_busy(cfg, call_sid, "draining")
         # Once per CallSid (Twilio's retries of an unanswered one excepted): a replay is refused.
         reserve_s = cfg.twilio.stream_token_ttl_s
         if not full and not await admission.bounded(rt, rt.registry.claim_answer(call_sid, reserve_s), True,
@@ -155,15 +169,27 @@ def create_app(rt: Runtime) -> QuartTrio:
             if not claimed or after > admitted:
                 if claimed:  # a new call after all: its reservation must not hold a slot
                     await admission.bounded(rt, rt.registry.release_answer(call_sid), None, "release_answer")
-                return refuse_busy(call_sid, "busy")
+                return refuse_busy(cfg, call_sid, "busy")
+        facts = routing.facts_from_webhook(form, request.args.to_dict())  # which agent: docs/routing.md
+        decision = await routing.route_call(cfg, facts, rt.calls_on_route,
+                                           rt.metrics.routing_lookup if rt.metrics else None)
+        if decision.refuse:  # (its reservation freed: the slot was never used)
+            await admission.bounded(rt, rt.registry.release_answer(call_sid), None, "release_answer")
+            log.warning("voice.refused", call_sid=call_sid, reason=decision.why, agent=decision.agent)
+            if rt.metrics:
+                rt.metrics.refused("busy" if decision.route is not None else "rejected")
+            return twiml(busy(decision.say, decision.dial))
         base = public_base(cfg.server.public_url, request.scheme, request.host)
         # XML-safe before the token binds them: start.customParameters carries what the TwiML said.
         params: dict[str, str] = {k: xml_safe(str(form[k])) for k in ("CallSid", "From", "To") if k in form}
-        if validate and cfg.twilio.require_stream_token:
+        params.update({k: xml_safe(v) for k, v in routing.parameters(decision, facts).items()})
+        if cfg.twilio.validate_signatures and cfg.twilio.require_stream_token:
             # Minted over every <Parameter> the TwiML carries (add parameters above this line).
-            params[stream_token.PARAMETER] = stream_token.issue(secret, account_sid=account_sid, call_sid=call_sid,
-                                                                params=params, now=time.time())
-        log.info("voice.answered", call_sid=call_sid, from_number=form.get("From", ""))
+            params[stream_token.PARAMETER] = stream_token.issue(
+                cfg.twilio.auth_token.get_secret_value(), account_sid=account_sid, call_sid=call_sid,
+                params=params, now=time.time())
+        log.info("voice.answered", call_sid=call_sid, from_number=form.get("From", ""), agent=decision.agent,
+                 why=decision.why)
         return twiml(connect_stream(to_ws(base) + "/media-stream", base + "/stream-status", params,
                                     say=cfg.recording.announce))
 
@@ -181,7 +207,8 @@ def create_app(rt: Runtime) -> QuartTrio:
     @app.websocket("/media-stream")
     async def media_stream() -> Any:
         remote = str(websocket.remote_addr or "")
-        if validate:
+        cfg, checker = current()
+        if cfg.twilio.validate_signatures:
             url = signed_url(cfg.server.public_url, websocket.scheme, websocket.host, websocket.path,
                              websocket.query_string.decode("latin-1"), websocket=True)
             if not checker.valid(url, {}, websocket.headers.get("X-Twilio-Signature")):
@@ -207,7 +234,7 @@ def create_app(rt: Runtime) -> QuartTrio:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        token = cfg.server.metrics_token.get_secret_value()
+        token = rt.config.server.metrics_token.get_secret_value()
         given = request.headers.get("Authorization", "").encode("latin-1")  # as received
         if token and not hmac.compare_digest(given, f"Bearer {token}".encode()):
             return Response("unauthorized\n", status=401, content_type="text/plain")
@@ -277,6 +304,8 @@ async def serve(
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     fd: int | None = None,
     beside: Callable[[trio.Event], Awaitable[None]] | None = None,
+    config_path: Path | None = None,
+    reload_on_hangup: bool = True,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or ``shutdown_trigger`` returns), then drain.
@@ -286,6 +315,10 @@ async def serve(
     inherited listening socket as ``fd`` instead of binding, and its
     heartbeat as ``beside``: a task started once listening, given the event
     that starts the drain (as a signal would).
+
+    SIGHUP re-reads ``config_path`` (and the environment) for new calls
+    (:mod:`twibridge.server.reload`); a worker of ``--workers`` passes
+    ``reload_on_hangup=False``: its parent validates once and forwards.
     """
     owns_runtime = rt is None
     rt = rt or make_runtime(config)
@@ -307,7 +340,13 @@ async def serve(
         # Open for the server's whole life: a repeated SIGTERM/SIGINT (e.g.
         # the whole control group signalled) must not kill a draining server.
         async for signum in signals:
-            if signalled.is_set():
+            if signum == signal.SIGHUP:
+                if signalled.is_set() or not reload_on_hangup:
+                    log.info("server.signal", signal="SIGHUP", action="ignored: " + (
+                        "stopping" if signalled.is_set() else "reloads come from the --workers parent"))
+                else:
+                    await reload.reload_from_file(rt, config_path, notifier)
+            elif signalled.is_set():
                 log.info("server.signal", signal=signal.Signals(signum).name, repeated=True,
                          action="ignored: already stopping")
             else:
@@ -320,7 +359,8 @@ async def serve(
 
     # Programmatic callers (tests, simulate-call) bring their own trigger and
     # may run outside the main thread, where signals cannot be received.
-    receiver = trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) if shutdown_trigger is None else None
+    receiver = (trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) if shutdown_trigger is None
+                else None)
     try:
         with receiver or contextlib.nullcontext() as signals:
             async with trio.open_nursery() as nursery:

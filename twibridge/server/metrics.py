@@ -31,7 +31,10 @@ OUTCOMES = {
     "caller-idle": "caller_idle",
 }
 #: Webhooks/sockets turned away before a call existed (``refused(why)``).
-REFUSALS = ("busy", "unsigned", "duplicate")
+REFUSALS = ("busy", "unsigned", "duplicate", "rejected")
+#: ``twibridge_config_reloads_total{outcome}`` and ``twibridge_routing_lookups_total{outcome}``.
+RELOAD_OUTCOMES = ("applied", "refused")
+LOOKUP_OUTCOMES = ("answered", "rejected", "failed")
 #: Why inbound caller frames were thrown away (``twibridge_inbound_frames_dropped_total``).
 DROP_REASONS = ("late", "duplicate", "agent_buffer")
 
@@ -86,19 +89,32 @@ class Metrics:
                                           "Age of the oldest report waiting in the spool", registry=r)
         for outcome in ("delivered", "retry", "failed"):
             self.webhook_deliveries.labels(outcome=outcome)
+        self.agent_calls = Counter("twibridge_agent_calls", "Ended calls by the agent that served them "
+                                   "(configured names: default = [agent])", ["agent"], registry=r)
+        self.config_reloads = Counter("twibridge_config_reloads", "Config reloads (SIGHUP), by outcome",
+                                      ["outcome"], registry=r)
+        self.routing_lookups = Counter("twibridge_routing_lookups", "Pre-call lookups, by outcome "
+                                       "(failed: the static routes decided)", ["outcome"], registry=r)
+        self.agent_calls.labels(agent="default")
+        for outcome in RELOAD_OUTCOMES:
+            self.config_reloads.labels(outcome=outcome)
+        for outcome in LOOKUP_OUTCOMES:
+            self.routing_lookups.labels(outcome=outcome)
         for outcome in set(OUTCOMES.values()) | {"error"} | {f"refused_{why}" for why in REFUSALS}:
             self.calls.labels(outcome=outcome)
         for reason in DROP_REASONS:
             self.frames_dropped.labels(reason=reason)
 
     def refused(self, why: str) -> None:
-        """A webhook or socket we turned away: ``busy``, ``unsigned`` or ``duplicate``."""
+        """A webhook or socket we turned away: ``busy``, ``unsigned``, ``duplicate`` or ``rejected`` (by the lookup)."""
         self.calls.labels(outcome=f"refused_{why}").inc()
 
     def call_ended(self, summary: dict[str, Any], reply_latency_ms: Sequence[float],
                    clear_latency_ms: Sequence[float]) -> None:
         """Fold one ended call's summary (the ``call.ended`` log line) in."""
         self.calls.labels(outcome=OUTCOMES.get(str(summary.get("outcome")), "error")).inc()
+        # The call's agent is a configured name (routing.percall checks it), so the label set stays bounded.
+        self.agent_calls.labels(agent=str(summary.get("agent") or "default")).inc()
         self.frames_in.inc(summary.get("frames_in", 0))
         self.messages_out.inc(summary.get("messages_out", 0))
         self.audio_out.inc(summary.get("audio_out_ms", 0) / 1000)
@@ -127,6 +143,12 @@ class Metrics:
 
     def observe_loop_lag(self, seconds: float) -> None:
         self.loop_lag.observe(seconds)
+
+    def config_reload(self, outcome: str) -> None:
+        self.config_reloads.labels(outcome=outcome).inc()
+
+    def routing_lookup(self, outcome: str) -> None:
+        self.routing_lookups.labels(outcome=outcome).inc()
 
     def render(self, rt: "Runtime") -> tuple[bytes, str]:
         """The exposition text; gauges are read from the runtime now (scrape time)."""

@@ -11,6 +11,9 @@ What the server sends (``Type=notify`` in ``systemd/twibridge.service``):
   and ``systemctl start`` returns);
 * ``STATUS=serving N calls`` / ``draining N calls``, whenever the count of
   live calls changes (``systemctl status`` shows it);
+* ``RELOADING=1`` (with ``MONOTONIC_USEC``) when SIGHUP starts a config
+  reload, then ``READY=1`` again once it is applied or refused
+  (:mod:`twibridge.server.reload`), so ``Type=notify-reload`` units work;
 * ``STOPPING=1`` when the drain starts, with ``EXTEND_TIMEOUT_USEC`` covering
   the whole bounded drain, so a ``TimeoutStopSec`` shorter than
   ``[server] drain_timeout_s`` cannot cut live calls off;
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from typing import TYPE_CHECKING, Mapping
 
 import trio
@@ -105,6 +109,11 @@ class Notifier:
     def ready(self, status: str) -> bool:
         self._last_status = status
         return self.send("READY=1", f"STATUS={status}")
+
+    def reloading(self) -> bool:
+        """``RELOADING=1`` with ``MONOTONIC_USEC`` (``Type=notify-reload`` needs both); ``READY=1`` follows."""
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        return self.send("RELOADING=1", f"MONOTONIC_USEC={usec}", "STATUS=reloading the config")
 
     def status(self, text: str) -> bool:
         """``STATUS=text`` unless it is what systemd already shows."""

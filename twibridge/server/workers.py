@@ -18,6 +18,8 @@ config as JSON on stdin (secrets included: a pipe, not argv or env), so
 every child runs exactly the config the parent checked.  Each child runs the
 normal app, runtime and drain of :mod:`twibridge.server.app`.
 
+Reload (SIGHUP): the parent validates once and forwards over stdin (:mod:`twibridge.server.reload`).
+
 Signals: the parent forwards SIGTERM (for SIGTERM or SIGINT) to each child
 once; each drains its calls like a single ``serve`` and exits 0.  Children
 ignore repeats (systemd's default ``KillMode=control-group`` signals every
@@ -57,9 +59,8 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from pydantic import SecretStr
-
-from twibridge.server import systemd
+from twibridge.server import reload, systemd
+from twibridge.server.reload import config_payload
 from twibridge.config import Config, build_config
 from twibridge.logs import get_logger
 
@@ -98,21 +99,6 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
-def config_payload(config: Config) -> bytes:
-    """The config as JSON with secrets revealed (only ever written to a child's stdin)."""
-
-    def plain(v: Any) -> Any:
-        if isinstance(v, SecretStr):
-            return v.get_secret_value()
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        return v
-
-    return json.dumps(plain(config.model_dump())).encode()
-
-
 def run_workers(config: Config, config_path: Path | None, n: int, host: str | None = None,
                 port: int | None = None, *, child_timeout_s: float = CHILD_TIMEOUT_S) -> int:
     """Serve with ``n`` processes until SIGTERM/SIGINT; return the exit code.
@@ -149,7 +135,8 @@ class _Supervisor:
         self.sock = sock
         self.child_timeout_s = child_timeout_s
         self.slots = [_Slot(i) for i in range(n)]
-        self.payload = config_payload(config)
+        self.payload = config_payload(config) + b"\n"
+        self.acks = reload.Acks()
         self.env = {k: v for k, v in os.environ.items() if k not in PARENT_ONLY_ENV}
         self.stopping = trio.Event()
         self.fatal = False
@@ -181,14 +168,22 @@ class _Supervisor:
         return 0 if ok else 1
 
     async def _signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
                 name = signal.Signals(signum).name
+                if signum == signal.SIGHUP and not self.stopping.is_set():
+                    live = [s.proc.stdin for s in self.slots if s.proc and s.proc.returncode is None and s.proc.stdin]
+                    await reload.forward(self.config, self.config_path, self.notifier, live, self.acks, self._adopt)
+                    continue
                 if self.stopping.is_set():
                     log.info("workers.signal_repeated", signal=name)
                     continue
                 log.info("workers.signal", signal=name, action="SIGTERM to every worker; each drains")
                 self._stop_all()
+
+    def _adopt(self, new: Config) -> None:
+        """A reloaded config: what restarted workers get from now on."""
+        self.config, self.payload = new, config_payload(new) + b"\n"
 
     def _stop_all(self) -> None:
         self.stopping.set()
@@ -253,11 +248,10 @@ class _Supervisor:
         slot.ready, slot.last_beat = False, trio.current_time()
         self.nursery.start_soon(self._heartbeats, slot, proc, trio.lowlevel.FdStream(beat_r))
         assert proc.stdin is not None
-        try:
+        try:  # stdin stays open: reloads follow the first line
             await proc.stdin.send_all(self.payload)
         except trio.BrokenResourceError:
             pass  # it died at once; its exit code says why
-        await proc.stdin.aclose()
         return proc
 
     async def _heartbeats(self, slot: _Slot, proc: trio.Process, beats: trio.lowlevel.FdStream) -> None:
@@ -266,6 +260,7 @@ class _Supervisor:
                 if slot.proc is not proc:
                     return
                 slot.last_beat = trio.current_time()
+                self.acks.add(data.count(b"L"))
                 if not slot.ready and b"R" in data:
                     slot.ready = True
                     self._readiness_changed()
@@ -279,6 +274,8 @@ class _Supervisor:
             if self.stopping.is_set():
                 self._terminate(slot)
             code = await self._wait(slot.proc)
+            if slot.proc.stdin is not None:  # kept open for reloads until now
+                await slot.proc.stdin.aclose()
             slot.returncode = code
             if slot.ready:
                 slot.ready = False
@@ -324,24 +321,42 @@ class _Supervisor:
 # ---------------------------------------------------------------- the child
 
 
-async def serve_fd(config: Config, fd: int, heartbeat_fd: int) -> None:
+async def serve_fd(config: Config, fd: int, heartbeat_fd: int, stdin_rest: bytes = b"") -> None:
     """One worker: :func:`twibridge.server.app.serve` on the inherited socket ``fd``,
-    reporting to the parent through ``heartbeat_fd`` instead of to systemd."""
-    from twibridge.server.app import serve
+    reporting to the parent through ``heartbeat_fd`` instead of to systemd, and
+    applying the reloads the parent forwards on stdin."""
+    from twibridge.server.app import make_runtime, serve
+
+    rt = make_runtime(config)
+    acked, wake = 0, trio.Event()
+
+    def acknowledge() -> None:
+        nonlocal acked
+        acked += 1
+        wake.set()
 
     async def heartbeat(stop: trio.Event) -> None:
         # From the serving loop: a wedged loop stops beating and the parent kills it.
-        async with trio.lowlevel.FdStream(heartbeat_fd) as beats:
+        nonlocal acked, wake
+        async with trio.open_nursery() as nursery, trio.lowlevel.FdStream(heartbeat_fd) as beats:
+            nursery.start_soon(reload.follow_parent, rt, trio.lowlevel.FdStream(os.dup(0)), stdin_rest, acknowledge)
             try:
                 await beats.send_all(b"R")  # listening
                 while True:
-                    await trio.sleep(HEARTBEAT_S)
-                    await beats.send_all(b".")
+                    with trio.move_on_after(HEARTBEAT_S):
+                        await wake.wait()
+                    beat, acked, wake = b"L" * acked or b".", 0, trio.Event()  # L: a reload applied
+                    await beats.send_all(beat)
             except trio.BrokenResourceError:
                 log.warning("workers.parent_gone", action="draining")
                 stop.set()
+                nursery.cancel_scope.cancel(reason="parent gone")
 
-    await serve(config, fd=fd, beside=heartbeat)
+    try:
+        await serve(config, fd=fd, beside=heartbeat, rt=rt, reload_on_hangup=False)
+    finally:
+        with trio.move_on_after(config.state.timeout_s, shield=True):
+            await rt.registry.aclose()
 
 
 def _child(args: argparse.Namespace) -> int:
@@ -349,10 +364,11 @@ def _child(args: argparse.Namespace) -> int:
 
     from twibridge import logs
 
-    config = build_config(json.loads(sys.stdin.buffer.read()))
+    first, rest = reload.read_first_line(0)
+    config = build_config(json.loads(first))
     logs.configure(config.log.level, config.log.format, config.secrets())
     structlog.contextvars.bind_contextvars(worker=args.index, pid=os.getpid())
-    trio.run(serve_fd, config, args.fd, args.heartbeat_fd)
+    trio.run(serve_fd, config, args.fd, args.heartbeat_fd, rest)
     log.info("server.stopped")
     return 0
 
