@@ -20,9 +20,10 @@ from conftest import LogCapture
 from process_support import ServerProcess, base_env
 from support import Leg, frames, make_config, media_socket, post_signed, sid, silence, tone
 from test_systemd import FakeSystemd
-from twibridge.config import build_config
+from twibridge.config import ConfigError, build_config
 from twibridge.server import reload
 from twibridge.server.app import make_runtime
+from twibridge.webhooks import signing
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -173,6 +174,38 @@ def test_restart_only_keys_keep_their_running_values() -> None:
     kept = reload.keep_restart_only(old, new)
     assert (kept.server.port, kept.server.workers, kept.state.backend) == (8080, 1, "memory")
     assert kept.server.max_calls == 5  # everything else is the new file's
+
+
+def test_what_was_set_up_at_start_waits_for_a_restart(tmp_path: Path) -> None:
+    """The listener's limits, the post-call deliverer and the sweeper are built once, at start."""
+    old = make_config()
+    new = make_config(server={"max_body_bytes": 8192, "trusted_proxies": ["10.0.0.0/8"]},
+                      webhooks={"call_ended": "https://crm.example.com/ended", "secret": signing.new_secret(),
+                                "spool_dir": str(tmp_path)},
+                      recording={"keep_days": 7}, calls={"max_duration_s": 60})
+    assert reload.restart_only_changes(old, new) == [
+        "server.max_body_bytes", "server.trusted_proxies", "webhooks.call_ended", "webhooks.secret",
+        "webhooks.spool_dir", "recording.keep_days"]
+    kept = reload.keep_restart_only(old, new)
+    assert (kept.server.max_body_bytes, kept.webhooks.call_ended, kept.recording.keep_days) == (65536, "", 30)
+    assert kept.calls.max_duration_s == 60
+
+
+def test_a_file_serve_or_validate_config_would_refuse_is_refused(tmp_path: Path) -> None:
+    """The same checks as ``validate-config``: the tools' secret, a sound that does not load."""
+    f = tmp_path / "c.toml"
+    f.write_text(f"""
+[tools]
+secret = "{signing.new_secret()}"
+thinking_sound = "/nonexistent/thinking.wav"
+[[tools.functions]]
+name = "lookup_order"
+description = "Look up an order"
+url = "https://crm.example.com/lookup"
+""")
+    with pytest.raises(ConfigError) as info:
+        reload.load_checked(f)
+    assert "tools.thinking_sound" in [p.split(":")[0] for p in info.value.problems], info.value.problems
 
 
 async def test_apply_swaps_the_snapshot_and_scrubs_new_secrets(captured_logs: LogCapture) -> None:

@@ -35,9 +35,16 @@ from twibridge.server import systemd
 
 log = logs.get_logger("twibridge.server.reload")
 
-#: (section, key) pairs a running server cannot change: they wait for the restart.
+#: (section, key) pairs a running server cannot change: they wait for the restart.  The
+#: listener and its limits (set on Hypercorn and the app at start), the state backend, the
+#: post-call deliverer (its spool is opened at start), the recordings' sweeper.
 RESTART_ONLY = (("server", "host"), ("server", "port"), ("server", "workers"),
-                ("state", "backend"), ("state", "redis_url"))
+                ("server", "max_connections"), ("server", "max_body_bytes"), ("server", "max_form_fields"),
+                ("server", "body_timeout_s"), ("server", "max_message_bytes"),
+                ("server", "max_connections_per_address"), ("server", "trusted_proxies"),
+                ("state", "backend"), ("state", "redis_url"),
+                ("webhooks", "call_ended"), ("webhooks", "secret"), ("webhooks", "timeout_s"),
+                ("webhooks", "spool_dir"), ("recording", "dir"), ("recording", "keep_days"))
 
 
 def load_checked(path: Path | None) -> Config:
@@ -46,8 +53,11 @@ def load_checked(path: Path | None) -> Config:
     Raises:
         ConfigError: one line per problem, naming the key.
     """
+    from twibridge.call.sounds import sound_problems
+    from twibridge.tools.checks import problems as tools_problems
+
     cfg = load_config(path)
-    problems = serve_problems(cfg) + routing.problems(cfg)
+    problems = serve_problems(cfg) + routing.problems(cfg) + tools_problems(cfg) + sound_problems(cfg)
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -79,10 +89,13 @@ def apply(rt: Runtime, new: Config) -> Config:
         log.warning("config.reload_needs_restart", keys=waiting,
                     message="these keys keep their running values until the next restart")
     new = keep_restart_only(old, new)
+    from twibridge.call.sounds import load_sounds
+
+    sounds = load_sounds(new)  # checked by load_checked; raises before anything changed
     logs.SCRUBBER.add(new.secrets())  # before anything can log the new secrets
     if (new.log.level, new.log.format) != (old.log.level, old.log.format):
         logs.configure(new.log.level, new.log.format, new.secrets())
-    rt.config = new
+    rt.config, rt.sounds = new, sounds
     if rt.metrics is not None:
         rt.metrics.config_reload("applied")
     log.info("config.reloaded", agents=sorted(new.agents), routes=len(new.routes),
