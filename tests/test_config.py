@@ -37,7 +37,7 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
         ({"twilio": {"stream_token_ttl_s": 0}}, "twilio.stream_token_ttl_s: expected a number > 0 and <= 3600, got 0"),
         ({"server": {"prot": 80}}, "server.prot: unknown key"),
         ({"sever": {}}, "sever: unknown key"),
-        ({"agent": {"provider": "nope"}}, "agent.provider: expected 'echo', 'vapi', 'openai' or 'websocket', got 'nope'"),
+        ({"agent": {"provider": "nope"}}, "agent.provider: expected 'echo', 'vapi', 'openai', 'websocket', 'azure_openai', 'deepgram', 'elevenlabs' or 'gemini', got 'nope'"),
         ({"twilio": {"validate_signatures": "maybe"}}, "twilio.validate_signatures: expected true or false, got 'maybe'"),
         ({"turns": {"barge_in": "never"}}, "turns.barge_in: expected 'provider', 'local' or 'both', got 'never'"),
         ({"agent": {"provider": "openai"}}, "agent.openai.api_key: required when agent.provider = 'openai'"),

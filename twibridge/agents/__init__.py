@@ -18,6 +18,10 @@ PROVIDERS: dict[str, str] = {
     "openai": "twibridge.agents.openai:OpenAIProvider",
     "vapi": "twibridge.agents.vapi:VapiProvider",
     "websocket": "twibridge.agents.websocket:WebsocketProvider",
+    "azure_openai": "twibridge.agents.azure_openai:AzureOpenAIProvider",
+    "deepgram": "twibridge.agents.deepgram:DeepgramProvider",
+    "elevenlabs": "twibridge.agents.elevenlabs:ElevenLabsProvider",
+    "gemini": "twibridge.agents.gemini:GeminiProvider",
 }
 
 

@@ -75,8 +75,22 @@ class WebsocketAgentConfig(_Section):
     headers: dict[str, SecretStr] = Field(default_factory=dict)
 
 
+# Below _Section on purpose: providers.py subclasses it (the package __init__
+# always imports this module first, so the cycle is resolved by then).
+from twibridge.config.providers import (  # noqa: E402
+    AzureOpenAIAgentConfig, DeepgramAgentConfig, ElevenLabsAgentConfig, GeminiAgentConfig,
+)
+
+ProviderName = Literal["echo", "vapi", "openai", "websocket", "azure_openai", "deepgram", "elevenlabs", "gemini"]
+#: provider → (its sub-table's secret key that must be set, or None)
+_REQUIRED_KEY = {"openai": "api_key", "vapi": "api_key", "azure_openai": "api_key", "deepgram": "api_key",
+                 "gemini": "api_key"}
+
+
 class AgentConfig(_Section):
-    provider: Literal["echo", "vapi", "openai", "websocket"] = "echo"
+    provider: ProviderName = "echo"
+    #: Providers to continue the call on, in order, when the current one fails for good.
+    failover: list[ProviderName] = Field(default_factory=list)
     connect_timeout_s: float = Field(10.0, gt=0, le=120)
     reconnect_attempts: int = Field(3, ge=0, le=20)
     reconnect_backoff_s: float = Field(0.5, gt=0, le=60)
@@ -86,21 +100,40 @@ class AgentConfig(_Section):
     vapi: VapiAgentConfig = VapiAgentConfig()
     openai: OpenAIAgentConfig = OpenAIAgentConfig()
     websocket: WebsocketAgentConfig = WebsocketAgentConfig()
+    azure_openai: AzureOpenAIAgentConfig = AzureOpenAIAgentConfig()
+    deepgram: DeepgramAgentConfig = DeepgramAgentConfig()
+    elevenlabs: ElevenLabsAgentConfig = ElevenLabsAgentConfig()
+    gemini: GeminiAgentConfig = GeminiAgentConfig()
 
     @model_validator(mode="after")
     def _check_provider(self) -> AgentConfig:
-        if self.provider == "openai" and not self.openai.api_key.get_secret_value():
-            raise ValueError("agent.openai.api_key: required when agent.provider = 'openai'")
-        if self.provider == "vapi":
-            if not self.vapi.api_key.get_secret_value():
-                raise ValueError("agent.vapi.api_key: required when agent.provider = 'vapi'")
-            if not (self.vapi.assistant_id or self.vapi.assistant):
-                raise ValueError("agent.vapi.assistant_id: set it (or an inline [agent.vapi.assistant])")
-        if self.provider == "websocket" and not self.websocket.url:
-            raise ValueError("agent.websocket.url: required when agent.provider = 'websocket'")
+        seen = {self.provider}
+        for name in self.failover:
+            if name in seen:
+                raise ValueError(f"agent.failover: {name!r} is listed twice (or is agent.provider)")
+            seen.add(name)
+        for name in (self.provider, *self.failover):
+            self._check_one(name, "agent.provider" if name == self.provider else "agent.failover")
         if self.reconnect_backoff_max_s < self.reconnect_backoff_s:
             raise ValueError("agent.reconnect_backoff_max_s: must be >= reconnect_backoff_s")
         return self
+
+    def _check_one(self, name: str, via: str) -> None:
+        """What provider ``name`` needs before a call can use it."""
+        when = f"required when {via} = {name!r}" if via == "agent.provider" else f"required when {via} lists {name!r}"
+        key = _REQUIRED_KEY.get(name)
+        if key is not None and not getattr(getattr(self, name), key).get_secret_value():
+            raise ValueError(f"agent.{name}.{key}: {when}")
+        if name == "vapi" and not (self.vapi.assistant_id or self.vapi.assistant):
+            raise ValueError("agent.vapi.assistant_id: set it (or an inline [agent.vapi.assistant])")
+        if name == "websocket" and not self.websocket.url:
+            raise ValueError(f"agent.websocket.url: {when}")
+        if name == "azure_openai":
+            for field in ("url", "deployment"):
+                if not getattr(self.azure_openai, field):
+                    raise ValueError(f"agent.azure_openai.{field}: {when}")
+        if name == "elevenlabs" and not self.elevenlabs.agent_id:
+            raise ValueError(f"agent.elevenlabs.agent_id: {when}")
 
 
 class CallsConfig(_Section):
