@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import SecretStr, model_validator
 
-from twibridge.config.sections import _Section
+from twibridge.config.base import _Section
 
 DEFAULT_INSTRUCTIONS = "You are a helpful, concise customer-support agent on a phone call."
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 
+from twibridge.config.base import _Section as _Section  # re-exported: capability modules subclass it
+from twibridge.config.providers import (
+    AzureOpenAIAgentConfig, DeepgramAgentConfig, ElevenLabsAgentConfig, GeminiAgentConfig,
+)
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ServerConfig(_Section):
@@ -74,12 +76,6 @@ class WebsocketAgentConfig(_Section):
     url: str = ""
     headers: dict[str, SecretStr] = Field(default_factory=dict)
 
-
-# Below _Section on purpose: providers.py subclasses it (the package __init__
-# always imports this module first, so the cycle is resolved by then).
-from twibridge.config.providers import (  # noqa: E402
-    AzureOpenAIAgentConfig, DeepgramAgentConfig, ElevenLabsAgentConfig, GeminiAgentConfig,
-)
 
 ProviderName = Literal["echo", "vapi", "openai", "websocket", "azure_openai", "deepgram", "elevenlabs", "gemini"]
 #: provider → (its sub-table's secret key that must be set, or None)
