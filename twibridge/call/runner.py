@@ -36,6 +36,7 @@ from twibridge.agents.base import (
     AgentEvent, AgentFailed, AgentNotice, AudioOut, CallInfo, HangupRequest, ReplyDone,
     SpeechStarted, Transcript, TransferRequest,
 )
+from twibridge.agents import make_failover
 from twibridge.agents.supervisor import AgentSupervisor
 from twibridge.audio.g711 import ulaw_dbfs
 from twibridge.call.control import CallControl
@@ -169,7 +170,8 @@ class Call:
                              from_number=p.get("From", ""), to_number=p.get("To", ""),
                              params={k: v for k, v in p.items() if k != stream_token.PARAMETER})
         # Created now so caller audio buffers (bounded) while it connects.
-        self.agent = AgentSupervisor(self.rt.provider(), self.info, self.cfg.agent, self._agent_event)
+        self.agent = AgentSupervisor(self.rt.provider(), self.info, self.cfg.agent, self._agent_event,
+                                     failover=make_failover(self.cfg))
         self._last_media = trio.current_time()
 
     def _authorize(self, start: tw.Start) -> None:
@@ -256,6 +258,9 @@ class Call:
             "jitter": vars(self.jitter.stats),
             "agent_reconnects": self.agent.reconnects if self.agent else 0,
             "agent_dropped_frames": self.agent.dropped_frames if self.agent else 0,
+            # Every provider that served the call, and every failover between them (issue #20).
+            "agent_providers": list(self.agent.served) if self.agent else [],
+            "agent_failovers": [{"from": a, "to": b} for a, b in self.agent.failovers] if self.agent else [],
         }
 
     # ---------------------------------------------------------------- inbound

@@ -18,8 +18,6 @@ from twibridge.config.providers import (
     AzureOpenAIAgentConfig, DeepgramAgentConfig, ElevenLabsAgentConfig, GeminiAgentConfig,
 )
 
-
-
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -39,7 +37,6 @@ class ServerConfig(_Section):
             raise ValueError("server.public_url: must not contain a query string or fragment")
         return self
 
-
 class TwilioConfig(_Section):
     account_sid: str = ""
     auth_token: SecretStr = SecretStr("")
@@ -52,17 +49,14 @@ class TwilioConfig(_Section):
     rest_timeout_s: float = Field(10.0, gt=0, le=120)
     from_number: str = ""
 
-
 class EchoAgentConfig(_Section):
     max_utterance_s: float = Field(30.0, gt=0, le=600)
-
 
 class VapiAgentConfig(_Section):
     api_key: SecretStr = SecretStr("")
     assistant_id: str = ""
     assistant: dict[str, Any] = Field(default_factory=dict)
     base_url: str = "https://api.vapi.ai"
-
 
 class OpenAIAgentConfig(_Section):
     api_key: SecretStr = SecretStr("")
@@ -71,17 +65,14 @@ class OpenAIAgentConfig(_Section):
     instructions: str = "You are a helpful, concise customer-support agent on a phone call."
     url: str = "wss://api.openai.com/v1/realtime"
 
-
 class WebsocketAgentConfig(_Section):
     url: str = ""
     headers: dict[str, SecretStr] = Field(default_factory=dict)
-
 
 ProviderName = Literal["echo", "vapi", "openai", "websocket", "azure_openai", "deepgram", "elevenlabs", "gemini"]
 #: provider → (its sub-table's secret key that must be set, or None)
 _REQUIRED_KEY = {"openai": "api_key", "vapi": "api_key", "azure_openai": "api_key", "deepgram": "api_key",
                  "gemini": "api_key"}
-
 
 class AgentConfig(_Section):
     provider: ProviderName = "echo"
@@ -131,14 +122,12 @@ class AgentConfig(_Section):
         if name == "elevenlabs" and not self.elevenlabs.agent_id:
             raise ValueError(f"agent.elevenlabs.agent_id: {when}")
 
-
 class CallsConfig(_Section):
     max_duration_s: float = Field(3600.0, gt=0, le=4 * 3600)
     idle_timeout_s: float = Field(65.0, gt=0, le=3600)
     inbound_queue_frames: int = Field(250, ge=10, le=10_000)
     agent_queue_events: int = Field(500, ge=10, le=100_000)
     teardown_timeout_s: float = Field(2.0, gt=0, le=60)
-
 
 class TurnsConfig(_Section):
     vad_threshold: float = Field(0.5, ge=0.0, le=1.0)
@@ -150,16 +139,13 @@ class TurnsConfig(_Section):
     chunk_ms: int = Field(100, ge=20, le=1000)
     echo_margin_db: float = Field(10.0, ge=0, le=60)
 
-
 class FallbackConfig(_Section):
     say: str = "Sorry, we cannot take your call right now. Please try again later."
     dial: str = ""
 
-
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
-
 
 class StateConfig(_Section):
     backend: Literal["memory", "redis"] = "memory"
