@@ -27,7 +27,7 @@ import base64
 import binascii
 import json
 from collections import deque
-from typing import Any
+from typing import Any, Iterable
 
 from twibridge.agents.base import (
     AgentEvent, AgentFailed, AgentNotice, AgentProtocolError, AudioOut, CallInfo, HangupRequest,
@@ -49,13 +49,19 @@ def _dump(message: dict[str, Any]) -> str:
 # -- bridge → agent -------------------------------------------------------------
 
 
-def build_start(call: CallInfo) -> str:
-    return _dump({
+def build_start(call: CallInfo, history: Iterable[Transcript] = ()) -> str:
+    """``start``; ``history`` (the conversation so far, when the call failed over to
+    this agent from another provider) only when there is one."""
+    start: dict[str, Any] = {
         "type": "start", "version": PROTOCOL_VERSION,
         "call": {"call_sid": call.call_sid, "stream_sid": call.stream_sid, "from": call.from_number,
                  "to": call.to_number, "params": dict(call.params)},
         "audio": {"encoding": ENCODING, "sample_rate": SAMPLE_RATE},
-    })
+    }
+    turns = [{"role": t.role, "text": t.text} for t in history if t.text]
+    if turns:
+        start["history"] = turns
+    return _dump(start)
 
 
 def build_dtmf(digit: str) -> str:
