@@ -142,23 +142,25 @@ def _run(cfg: Any, explicit_config: bool, ulaw: bytes, *, server: str | None, ou
     )
     total_ms = len(ulaw) / 8 + tail * 1000
 
-    async def main() -> CallResult:
+    async def main() -> tuple[CallResult, list[str] | None]:
         with CallProgress(console, total_ms, enabled=not quiet) as progress:
             if in_process:
-                from twibridge.server.app import running_server
+                from twibridge.server.app import make_runtime, running_server
 
-                async with running_server(cfg) as base_url:
-                    return await simulate_call(base_url, token, ulaw, opts, on_progress=progress)
+                rt = make_runtime(cfg)
+                async with running_server(cfg, rt=rt) as base_url:
+                    res = await simulate_call(base_url, token, ulaw, opts, on_progress=progress)
+                    return res, await _providers_of(rt, res.call_sid)
             assert server is not None
-            return await simulate_call(server, token, ulaw, opts, on_progress=progress)
+            return await simulate_call(server, token, ulaw, opts, on_progress=progress), None
 
     clock = trio.testing.MockClock(rate=speed) if in_process and speed != 1.0 else None
     try:
-        result = trio.run(main, clock=clock)
+        result, providers = trio.run(main, clock=clock)
     except OSError as exc:
         typer.echo(f"cannot start the in-process bridge: {exc}", err=True)
         return 1
-    rep = build_report(result)
+    rep = build_report(result, providers)
     try:
         if out is not None:
             write_pcm16_wav(out, ulaw_to_pcm16(result.heard_ulaw))
@@ -174,3 +176,16 @@ def _run(cfg: Any, explicit_config: bool, ulaw: bytes, *, server: str | None, ou
         for err in result.protocol_errors:
             typer.echo(f"protocol error: {err}", err=True)
     return 0 if result.ok else 1
+
+
+async def _providers_of(rt: Any, call_sid: str) -> list[str] | None:
+    """The in-process bridge's own word on which agent providers served the call (its summary)."""
+    import trio
+
+    with trio.move_on_after(5):
+        while call_sid in rt.calls:
+            await rt.calls_changed.wait()
+    for summary in await rt.registry.recent():
+        if summary.get("call_sid") == call_sid:
+            return list(summary.get("agent_providers") or [])
+    return None

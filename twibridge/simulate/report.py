@@ -42,6 +42,7 @@ FRAME_BYTES = 160
 REPORT_KEYS = (
     "call_sid", "stream_sid", "audio_sent_ms", "audio_received_ms", "frames_sent", "frames_received",
     "marks_received", "marks_echoed", "clears", "turns", "barge_ins", "events", "protocol_errors",
+    "agent_providers",
 )
 
 
@@ -103,8 +104,12 @@ def _audible_start(heard: bytes, start: float, end: float) -> int | None:
     return None
 
 
-def build_report(result: CallResult) -> dict[str, Any]:
-    """The ``report.json`` dict: exactly :data:`REPORT_KEYS`, JSON-ready."""
+def build_report(result: CallResult, agent_providers: list[str] | None = None) -> dict[str, Any]:
+    """The ``report.json`` dict: exactly :data:`REPORT_KEYS`, JSON-ready.
+
+    ``agent_providers``: every provider that served the call, from the bridge's
+    own summary (known only when the bridge runs in-process; else ``None``).
+    """
     sent = result.caller_ulaw[: result.frames_sent * FRAME_BYTES]
     segments = speech_segments(sent)
     played = result.played_intervals
@@ -139,6 +144,7 @@ def build_report(result: CallResult) -> dict[str, Any]:
         "barge_ins": barge_ins,
         "events": events,
         "protocol_errors": list(result.protocol_errors),
+        "agent_providers": agent_providers,
     }
 
 
