@@ -28,6 +28,15 @@ def test_audio_at_or_below_the_interruption_is_dropped_and_a_new_reply_follows()
     assert c.receive('{"type":"agent_response_complete"}') == [ReplyDone("el2")]
 
 
+def test_a_local_barge_in_drops_the_rest_of_the_reply_until_the_next_turn() -> None:
+    c = ElevenLabsConnection("a")
+    assert c.receive(audio(1)) == [AudioOut("el1", b"\xff")]
+    c.interrupt()
+    assert c.receive(audio(2)) == [] and c.receive(audio(3)) == []
+    c.receive('{"type":"user_transcript","user_transcription_event":{"user_transcript":"wait"}}')
+    assert c.receive(audio(4)) == [AudioOut("el2", b"\xff")]
+
+
 def test_formats_must_be_ulaw_both_ways() -> None:
     c = ElevenLabsConnection("agent_x")
     c.receive(metadata())

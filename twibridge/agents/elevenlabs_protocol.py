@@ -107,6 +107,7 @@ class ElevenLabsConnection:
         self.conversation_id = ""
         self.reply = 1  # AudioOut ids are "el<reply>"
         self._speaking = False
+        self._muted = False
         self.last_interrupt_id = -1
         self._open_calls: set[str] = set()
         self._outbox: list[str] = []
@@ -120,8 +121,10 @@ class ElevenLabsConnection:
         return out
 
     def interrupt(self) -> None:
-        """The bridge cut the reply off: whatever audio follows is a new reply."""
-        self._next_reply()
+        """The bridge cut the reply off (its own VAD): ElevenLabs may not know, so the
+        rest of that reply is dropped until the next reply boundary."""
+        self._speaking = False
+        self._muted = True
 
     def tool_result(self, call_id: str, output: Mapping[str, Any]) -> str | None:
         if call_id not in self._open_calls:
@@ -131,7 +134,7 @@ class ElevenLabsConnection:
 
     def _next_reply(self) -> list[AgentEvent]:
         done: list[AgentEvent] = [ReplyDone(self.item_id)] if self._speaking else []
-        self._speaking = False
+        self._speaking = self._muted = False
         self.reply += 1
         return done
 
@@ -161,8 +164,8 @@ class ElevenLabsConnection:
             event = msg.get("interruption_event")
             if isinstance(event, dict) and isinstance(event.get("event_id"), int):
                 self.last_interrupt_id = max(self.last_interrupt_id, event["event_id"])
-            self._speaking = False
-            self.reply += 1
+            self._speaking = False  # no ReplyDone: the reply was cut, not finished
+            self._next_reply()
             return [SpeechStarted()]
         if kind == "agent_response":
             # Its position relative to the reply's audio is not fixed: never a reply boundary.
@@ -194,7 +197,7 @@ class ElevenLabsConnection:
     def _audio(self, event: dict[str, Any]) -> list[AgentEvent]:
         event_id = _int(event, "event_id")
         data = _str(event, "audio_base_64")
-        if event_id <= self.last_interrupt_id:
+        if event_id <= self.last_interrupt_id or self._muted:
             return []
         try:
             ulaw = base64.b64decode(data, validate=True)
