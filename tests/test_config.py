@@ -37,7 +37,7 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
         ({"twilio": {"stream_token_ttl_s": 0}}, "twilio.stream_token_ttl_s: expected a number > 0 and <= 3600, got 0"),
         ({"server": {"prot": 80}}, "server.prot: unknown key"),
         ({"sever": {}}, "sever: unknown key"),
-        ({"agent": {"provider": "nope"}}, "agent.provider: expected 'echo', 'vapi', 'openai' or 'websocket', got 'nope'"),
+        ({"agent": {"provider": "nope"}}, "agent.provider: expected 'echo', 'vapi', 'openai', 'websocket', 'azure_openai', 'deepgram', 'elevenlabs' or 'gemini', got 'nope'"),
         ({"twilio": {"validate_signatures": "maybe"}}, "twilio.validate_signatures: expected true or false, got 'maybe'"),
         ({"turns": {"barge_in": "never"}}, "turns.barge_in: expected 'provider', 'local' or 'both', got 'never'"),
         ({"agent": {"provider": "openai"}}, "agent.openai.api_key: required when agent.provider = 'openai'"),
@@ -110,3 +110,34 @@ def test_systemd_credentials_are_read_and_env_still_wins(tmp_path: Path) -> None
     (creds / "TWIBRIDGE_TWILIO_AUTH_TOKNE").write_text("typo")
     with pytest.raises(ConfigError, match="TWIBRIDGE_TWILIO_AUTH_TOKNE: unknown"):
         load_config(None, environ={"CREDENTIALS_DIRECTORY": str(creds)})
+
+
+# -- the second wave of providers and [agent] failover (issue #20) ----------------
+
+
+@pytest.mark.parametrize(("agent", "message"), [
+    ({"provider": "deepgram"}, "agent.deepgram.api_key: required when agent.provider = 'deepgram'"),
+    ({"provider": "gemini"}, "agent.gemini.api_key: required when agent.provider = 'gemini'"),
+    ({"provider": "elevenlabs"}, "agent.elevenlabs.agent_id: required when agent.provider = 'elevenlabs'"),
+    ({"provider": "azure_openai", "azure_openai": {"api_key": "k" * 8, "deployment": "d"}},
+     "agent.azure_openai.url: required when agent.provider = 'azure_openai'"),
+    ({"failover": ["openai"]}, "agent.openai.api_key: required when agent.failover lists 'openai'"),
+    ({"failover": ["echo"]}, "agent.failover: 'echo' is listed twice (or is agent.provider)"),
+    ({"failover": ["nope"]}, "agent.failover.0: expected"),
+])
+def test_new_provider_and_failover_rules_name_the_key(agent: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_config({"agent": agent})
+    assert any(p.startswith(message) for p in err.value.problems), err.value.problems
+
+
+def test_failover_from_the_environment_and_new_keys_are_secrets() -> None:
+    from twibridge.config import apply_env
+
+    data = apply_env({}, {"TWIBRIDGE_AGENT_FAILOVER": '["gemini", "echo"]',
+                          "TWIBRIDGE_AGENT_GEMINI_API_KEY": "AIza-secret-123456",
+                          "TWIBRIDGE_AGENT_DEEPGRAM_API_KEY": "dg-secret-123456"})
+    cfg = build_config({**data, "agent": {**data["agent"], "provider": "deepgram"}})
+    assert cfg.agent.failover == ["gemini", "echo"]
+    assert {"AIza-secret-123456", "dg-secret-123456"} <= set(cfg.secrets())
+    assert "AIza-secret-123456" not in repr(cfg)

@@ -54,6 +54,15 @@ def test_start_lists_the_calls_tools_and_tool_messages() -> None:
             conn.receive(bad)
 
 
+def test_start_carries_the_history_only_after_a_failover() -> None:
+    from twibridge.agents.base import Transcript
+
+    call = CallInfo(call_sid="CA1", stream_sid="MZ1")
+    assert "history" not in json.loads(wp.build_start(call, []))
+    start = json.loads(wp.build_start(call, [Transcript("user", "hi"), Transcript("assistant", "hello")]))
+    assert start["history"] == [{"role": "user", "text": "hi"}, {"role": "assistant", "text": "hello"}]
+
+
 def test_bridge_messages_exact_text() -> None:
     assert wp.build_dtmf("5") == '{"type":"dtmf","digit":"5"}'
     assert wp.build_interrupt("reply-1", 640) == '{"type":"interrupt","item_id":"reply-1","heard_ms":640}'

@@ -1,4 +1,4 @@
-"""Half-band resamplers: exact fixed-point results, frequency behaviour, streaming."""
+"""Resamplers (half-band 8/16 kHz, low-pass 24 -> 8 kHz): exact fixed-point results, frequency behaviour, streaming."""
 
 from __future__ import annotations
 
@@ -15,10 +15,14 @@ from hypothesis import strategies as st
 from twibridge.audio.resample import (
     FRACTION_BITS,
     GROUP_DELAY_16K,
+    GROUP_DELAY_24K,
     HALFBAND_TAPS,
+    LOWPASS_24K_TAPS,
     Downsampler16kTo8k,
+    Downsampler24kTo8k,
     Upsampler8kTo16k,
     downsample_16k_to_8k,
+    downsample_24k_to_8k,
     upsample_8k_to_16k,
 )
 
@@ -236,3 +240,52 @@ def test_output_lengths() -> None:
     assert len(upsample_8k_to_16k(bytes(320))) == 640
     assert len(downsample_16k_to_8k(bytes(640))) == 320
     assert upsample_8k_to_16k(bytes(320)) == bytes(640)  # silence stays digital silence
+
+
+# --------------------------------------------------------------------------
+# 24 kHz -> 8 kHz (Gemini's output to the phone line).
+
+
+def reference_down3(x: list[int]) -> list[int]:
+    out = []
+    for t in range(len(x) // 3):
+        m = 3 * t + 2
+        acc = sum(h * x[m - j] for j, h in enumerate(LOWPASS_24K_TAPS) if m >= j)
+        out.append(saturate((acc + ONE // 2) >> FRACTION_BITS))
+    return out
+
+
+def response_24k_db(freq: float) -> float:
+    w = 2 * math.pi * freq / 24000
+    return db(abs(sum(t * cmath.exp(-1j * w * i) for i, t in enumerate(LOWPASS_24K_TAPS)) / ONE))
+
+
+@pytest.mark.parametrize("x", awkward_inputs(), ids=lambda x: f"n={len(x)}")
+def test_downsample_24k_is_exact_fixed_point(x: list[int]) -> None:
+    x = x + x[::-1] + x
+    assert samples(downsample_24k_to_8k(pcm16(x))) == reference_down3(x)
+
+
+def test_24k_filter_is_the_documented_low_pass() -> None:
+    assert len(LOWPASS_24K_TAPS) == 2 * GROUP_DELAY_24K + 1 and sum(LOWPASS_24K_TAPS) == ONE
+    assert LOWPASS_24K_TAPS == LOWPASS_24K_TAPS[::-1]  # linear phase
+    assert all(abs(response_24k_db(f)) < 0.015 for f in range(0, 3401, 100))
+    assert abs(response_24k_db(4000) + 6) < 0.1
+    assert max(response_24k_db(f) for f in range(4600, 12001, 50)) < -56
+
+
+def test_24k_to_8k_keeps_1khz_and_kills_6khz() -> None:
+    n = 24000 // 4  # 250 ms: whole periods of both tones
+    keep = samples(downsample_24k_to_8k(pcm16(tone(1000, 24000, n, 10000))))[40:]
+    amp, _ = fit_sine(keep, 1000, 8000)
+    assert abs(db(amp / 10000)) < 0.05
+    alias = samples(downsample_24k_to_8k(pcm16(tone(6000, 24000, n, 10000))))[40:]
+    assert db(rms(alias) / (10000 / math.sqrt(2))) < -55  # 6 kHz would fold to 2 kHz
+
+
+@pytest.mark.parametrize("chunk", [2, 6, 960, 1000, 1234])
+def test_24k_frame_by_frame_equals_whole_buffer(chunk: int) -> None:
+    data = speech_like(24000 * 2 // 10 * 3)
+    d = Downsampler24kTo8k()
+    assert b"".join(d.process(data[i:i + chunk]) for i in range(0, len(data), chunk)) == downsample_24k_to_8k(data)
+    assert len(downsample_24k_to_8k(bytes(960))) == 320  # 20 ms in, 20 ms out

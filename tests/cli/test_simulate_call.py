@@ -121,6 +121,7 @@ def test_every_fixture_through_the_cli(tmp_path: Path, path: Path) -> None:
     report = json.loads(rep.read_text())
     assert tuple(report) == REPORT_KEYS
     assert report["protocol_errors"] == [] and report["frames_sent"] * 20 == report["audio_sent_ms"]
+    assert report["agent_providers"] == ["echo"]  # in-process: the bridge says who served the call
     info = sf.info(str(out))
     assert (info.samplerate, info.channels, info.subtype) == (8000, 1, "PCM_16")
     heard, _ = sf.read(str(out), dtype="int16")

@@ -1,6 +1,10 @@
 """Fake agent servers for the provider tests, and what they share.
 
 * :mod:`fakes.openai_realtime` — a fake OpenAI Realtime (GA) WebSocket server;
+* :mod:`fakes.azure_openai` — the same behind Azure's GA front door (``api-key``, ``?model=<deployment>``);
+* :mod:`fakes.deepgram` — a fake Deepgram Voice Agent API v1 server;
+* :mod:`fakes.elevenlabs` — a fake ElevenLabs Agents server (conversation socket + signed-URL HTTP);
+* :mod:`fakes.gemini` — a fake Gemini Live (BidiGenerateContent) server, PCM16 16/24 kHz;
 * :mod:`fakes.ref_agent` — the reference agent for twibridge protocol v1
   (also runnable: ``cd tests && python -m fakes.ref_agent --port 9000``).
 

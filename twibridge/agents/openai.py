@@ -22,6 +22,7 @@ from collections import deque
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import trio
+from pydantic import SecretStr
 
 from twibridge.agents.base import AgentEvent, AgentFailed, CallInfo, HangupRequest, Transcript, TransferRequest
 from twibridge.agents.openai_messages import build_audio_append, build_transfer_failed
@@ -120,16 +121,24 @@ class OpenAIProvider:
 
     def __init__(self, config: Config) -> None:
         cfg = config.agent.openai
-        self.url = realtime_url(cfg.url, cfg.model)
-        self.model, self.voice, self.instructions = cfg.model, cfg.voice, cfg.instructions
-        self._api_key = cfg.api_key  # a SecretStr until the moment the header is built
+        self._setup(cfg.url, cfg.model, cfg.voice, cfg.instructions, cfg.api_key)
+
+    def _setup(self, url: str, model: str, voice: str, instructions: str, api_key: SecretStr) -> None:
+        """Shared with the Azure flavour (``agents/azure_openai.py``): only URL, model and auth differ."""
+        self.url = realtime_url(url, model)
+        self.model, self.voice, self.instructions = model, voice, instructions
+        self._api_key = api_key  # a SecretStr until the moment the header is built
         self.history: deque[Transcript] = deque(maxlen=HISTORY_TURNS)
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        """The upgrade's credential header (OpenAI: a bearer token)."""
+        return {"Authorization": f"Bearer {key}"}
 
     async def connect(self, call: CallInfo, nursery: trio.Nursery) -> OpenAISession:
         key = self._api_key.get_secret_value()
         if not key:
-            raise AgentFailed("openai: no API key configured")
-        sock = await AgentSocket.open(nursery, self.url, {"Authorization": f"Bearer {key}"}, "openai")
+            raise AgentFailed(f"{self.name}: no API key configured")
+        sock = await AgentSocket.open(nursery, self.url, self.auth_headers(key), self.name)
         proto = RealtimeConnection(self.model, self.voice, self.instructions, transcribe_model=self.transcribe_model,
                                    tools=call.tools)
         session = OpenAISession(sock, proto, self.history)
@@ -139,7 +148,7 @@ class OpenAIProvider:
             with trio.CancelScope(shield=True):
                 await sock.aclose()
             raise
-        log.info("agent.openai.session_ready", model=self.model, voice=self.voice, history_turns=len(self.history))
+        log.info("agent.openai.session_ready", provider=self.name, model=self.model, voice=self.voice, history_turns=len(self.history))
         greet = proto.greet(call.greeting)
         if greet:  # the agent speaks first: no dead air while server VAD waits for the caller
             await sock.send(*greet)

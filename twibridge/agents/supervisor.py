@@ -9,7 +9,22 @@ Provider-independent, so every provider gets the same behaviour:
 * a dropped provider is reconnected with exponential backoff and full
   jitter, up to ``reconnect_attempts`` times in a row, keeping the call up;
 * when it cannot (or the provider refuses outright, :class:`AgentFailed`),
-  :meth:`run` raises :class:`AgentFailed` and the call plays the fallback.
+  the call **fails over** to the next provider of ``[agent] failover`` (a
+  fresh reconnect budget; the caller's audio keeps buffering meanwhile, so
+  they hear at most a short gap), seeded with the conversation so far where
+  that provider takes it (providers keeping a ``history`` deque of
+  :class:`Transcript`\\ s: OpenAI/Azure conversation items, Deepgram
+  ``agent.context.messages``, Gemini client turns, ElevenLabs
+  ``contextual_update``, our protocol's ``start.history``).  Only when the
+  list is exhausted does :meth:`run` raise :class:`AgentFailed`, and the
+  call plays the fallback;
+* a provider may end a connection on purpose and ask to resume at once
+  (an :class:`AgentDisconnected` with ``planned = True``, e.g. Gemini's
+  ``goAway``): reconnected without backoff and not counted as a failure.
+
+:attr:`AgentSupervisor.served` names every provider that connected for the
+call, :attr:`AgentSupervisor.failovers` every switch (the call summary and
+``twibridge_agent_failovers_total{from,to}`` come from them).
 
 The inbound audio path never waits on the provider: :meth:`push_audio` is
 synchronous and only appends to the bounded buffer.
@@ -20,17 +35,20 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import replace
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import trio
 
 from twibridge.agents.base import (
-    AgentDisconnected, AgentEvent, AgentFailed, AgentProvider, AgentSession, CallInfo,
+    AgentDisconnected, AgentEvent, AgentFailed, AgentProvider, AgentSession, CallInfo, Transcript,
 )
 from twibridge.config import AgentConfig
 from twibridge.logs import get_logger
 
 log = get_logger("twibridge.agent")
+
+#: Turns of conversation the supervisor keeps to seed a failover provider.
+FAILOVER_HISTORY_TURNS = 40
 
 
 class AgentSupervisor:
@@ -40,8 +58,15 @@ class AgentSupervisor:
         call: CallInfo,
         config: AgentConfig,
         on_event: Callable[[AgentEvent], Awaitable[None]],
+        failover: Sequence[AgentProvider] = (),
     ) -> None:
         self.provider = provider
+        self._failover = list(failover)
+        #: Providers that connected for this call, in order (a name once per stint).
+        self.served: list[str] = []
+        #: Every switch made: (from, to) provider names.
+        self.failovers: list[tuple[str, str]] = []
+        self.history: deque[Transcript] = deque(maxlen=FAILOVER_HISTORY_TURNS)
         self.call = call
         self.config = config
         self.on_event = on_event
@@ -110,13 +135,34 @@ class AgentSupervisor:
     # -- the supervisor task -------------------------------------------------
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run until the call ends (cancelled) or the agent is beyond saving.
+        """Run until the call ends (cancelled) or no provider can serve it.
 
         Raises:
-            AgentFailed: connecting failed ``reconnect_attempts + 1`` times in
-                a row, or the provider refused the call.
+            AgentFailed: the last provider of the failover list failed too
+                (connecting failed ``reconnect_attempts + 1`` times in a row,
+                or it refused the call).
         """
         task_status.started()
+        while True:
+            try:
+                await self._run_provider()
+            except AgentFailed as exc:
+                if not self._failover:
+                    raise
+                self._fail_over(str(exc))
+
+    def _fail_over(self, reason: str) -> None:
+        nxt = self._failover.pop(0)
+        log.warning("agent.failover", from_provider=self.provider.name, to_provider=nxt.name, reason=reason,
+                    history_turns=len(self.history))
+        self.failovers.append((self.provider.name, nxt.name))
+        history = getattr(nxt, "history", None)
+        if isinstance(history, deque):  # the provider replays it into its first session
+            history.extend(t for t in self.history if t not in history)
+        self.provider = nxt
+
+    async def _run_provider(self) -> None:
+        """Keep one provider connected, reconnecting; raises :class:`AgentFailed` when it is beyond saving."""
         failures = 0
         while True:
             try:
@@ -124,9 +170,13 @@ class AgentSupervisor:
                 failures = 0  # the provider ended cleanly: reconnect at once
                 log.info("agent.ended", provider=self.provider.name)
             except AgentDisconnected as exc:
-                failures += 1
-                log.warning("agent.disconnected", provider=self.provider.name, reason=str(exc),
-                            attempt=failures)
+                if getattr(exc, "planned", False):
+                    log.info("agent.resuming", provider=self.provider.name, reason=str(exc))
+                    failures = 0
+                else:
+                    failures += 1
+                    log.warning("agent.disconnected", provider=self.provider.name, reason=str(exc),
+                                attempt=failures)
             finally:
                 self.session = None
             if failures > self.config.reconnect_attempts:
@@ -166,11 +216,16 @@ class AgentSupervisor:
                 raise AgentDisconnected(f"connect failed: {exc.__class__.__name__}: {exc}") from None
             self.session = session
             self.connected.set()
+            if not self.served or self.served[-1] != self.provider.name:
+                self.served.append(self.provider.name)
             log.info("agent.connected", provider=self.provider.name)
             try:
                 nursery.start_soon(self._audio_pump, session)
                 while True:
-                    await self.on_event(await session.receive())
+                    event = await session.receive()
+                    if isinstance(event, Transcript) and event.text:
+                        self.history.append(event)
+                    await self.on_event(event)
             finally:
                 # Say goodbye first (bounded), while the session's reader can
                 # still complete the close handshake; then cancel its tasks.

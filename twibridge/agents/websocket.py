@@ -26,7 +26,9 @@ from typing import Any, Mapping
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, WebSocketConnection
 
-from twibridge.agents.base import MAX_AGENT_MESSAGE_BYTES, AgentDisconnected, AgentEvent, AgentFailed, CallInfo
+from twibridge.agents.base import (
+    MAX_AGENT_MESSAGE_BYTES, AgentDisconnected, AgentEvent, AgentFailed, CallInfo, Transcript,
+)
 from twibridge.agents.websocket_protocol import (
     AgentConnection, build_dtmf, build_mark, build_prompt, build_start, build_stop, build_tool_result,
     build_transfer_failed,
@@ -297,11 +299,13 @@ class WebsocketProvider:
         self._headers = {k: v.get_secret_value() for k, v in config.agent.websocket.headers.items()}
         self.ping_interval_s = PING_INTERVAL_S
         self.pong_timeout_s = PONG_TIMEOUT_S
+        #: The conversation so far when the call failed over to this agent (``start.history``).
+        self.history: deque[Transcript] = deque(maxlen=40)
 
     async def connect(self, call: CallInfo, nursery: trio.Nursery) -> WebsocketSession:
         sock = await AgentSocket.open(nursery, self.url, self._headers, "agent")
         try:
-            await sock.send(build_start(call))
+            await sock.send(build_start(call, self.history))
         except BaseException:
             with trio.CancelScope(shield=True):
                 await sock.aclose()

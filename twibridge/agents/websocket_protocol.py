@@ -32,7 +32,7 @@ import base64
 import binascii
 import json
 from collections import deque
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from twibridge.agents.base import (
     MAX_ITEM_ID_CHARS, MAX_NOTICE_CHARS, MAX_TRANSCRIPT_CHARS,
@@ -55,9 +55,11 @@ def _dump(message: dict[str, Any]) -> str:
 # -- bridge → agent -------------------------------------------------------------
 
 
-def build_start(call: CallInfo) -> str:
+def build_start(call: CallInfo, history: Iterable[Transcript] = ()) -> str:
     """``start``; ``tools`` only when the call has configured functions (older agents never see it);
-    ``greeting`` (v1.1) only on the call's first connection, when ``[agent] greeting`` is set."""
+    ``greeting`` (v1.1) only on the call's first connection, when ``[agent] greeting`` is set;
+    ``history`` (the conversation so far, when the call failed over to this agent from another
+    provider) only when there is one."""
     start: dict[str, Any] = {
         "type": "start", "version": PROTOCOL_VERSION,
         "call": {"call_sid": call.call_sid, "stream_sid": call.stream_sid, "from": call.from_number,
@@ -70,6 +72,9 @@ def build_start(call: CallInfo) -> str:
                           for t in call.tools]
     if call.greeting:  # say it first, without waiting for the caller
         start["greeting"] = call.greeting
+    turns = [{"role": t.role, "text": t.text} for t in history if t.text]
+    if turns:
+        start["history"] = turns
     return _dump(start)
 
 

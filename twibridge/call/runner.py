@@ -32,6 +32,7 @@ from twibridge.agents.base import (
     MAX_NOTICE_CHARS, MAX_TRANSCRIPT_CHARS, AgentEvent, AgentFailed, AgentNotice, AudioOut, CallInfo,
     HangupRequest, ReplyDone, SpeechStarted, ToolCall, Transcript, TransferRequest, Usage, clip,
 )
+from twibridge.agents import make_failover
 from twibridge.call.records_hooks import RecordsHooks
 from twibridge.agents.supervisor import AgentSupervisor
 from twibridge.audio.g711 import ulaw_dbfs
@@ -184,7 +185,8 @@ class Call(RecordsHooks):
                              tools=specs(self.cfg.tools), greeting=self.cfg.agent.greeting, agent=routed.agent,
                              variables=routed.variables)
         # Created now so caller audio buffers (bounded) while it connects.
-        self.agent = AgentSupervisor(self.rt.provider(self.cfg), self.info, self.cfg.agent, self._agent_event)
+        self.agent = AgentSupervisor(self.rt.provider(self.cfg), self.info, self.cfg.agent, self._agent_event,
+                                     failover=make_failover(self.cfg))
         self.tools = CallTools(self.cfg.tools, self.info, self.agent.send_tool_result, player=self.speaker,
                                metrics=self.rt.metrics)
         self._last_media = trio.current_time()

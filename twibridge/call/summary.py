@@ -34,6 +34,9 @@ def summarize(call: Any) -> dict[str, Any]:  # call: the runner's Call (typed An
         "jitter": vars(call.jitter.stats),
         "agent_reconnects": call.agent.reconnects if call.agent else 0,
         "agent_dropped_frames": call.agent.dropped_frames if call.agent else 0,
+        # Every provider that served the call, and every failover between them (issue #20).
+        "agent_providers": list(call.agent.served) if call.agent else [],
+        "agent_failovers": [{"from": a, "to": b} for a, b in call.agent.failovers] if call.agent else [],
         "unknown_events": call.stats.unknown_events, "inbound_over_rate": call.rate.dropped,
         "transcript_dropped": call.stats.transcript.dropped, "warnings_suppressed": call.warn.suppressed,
         "tools": call.tools.report() if call.tools else [],

@@ -148,7 +148,7 @@ def _run(cfg: Any, explicit_config: bool, ulaw: bytes, *, server: str | None, ou
     )
     total_ms = len(ulaw) / 8 + tail * 1000
 
-    async def main() -> tuple[CallResult, list[dict[str, Any]] | None]:
+    async def main() -> tuple[CallResult, dict[str, Any] | None]:
         with CallProgress(console, total_ms, enabled=not quiet) as progress:
             if in_process:
                 from twibridge.server.app import make_runtime, running_server
@@ -156,17 +156,19 @@ def _run(cfg: Any, explicit_config: bool, ulaw: bytes, *, server: str | None, ou
                 rt = make_runtime(cfg)
                 async with running_server(cfg, rt=rt) as base_url:
                     res = await simulate_call(base_url, token, ulaw, opts, on_progress=progress)
-                    return res, await _tools_of(rt, res.call_sid)
+                    return res, await _summary_of(rt, res.call_sid)
             assert server is not None
             return await simulate_call(server, token, ulaw, opts, on_progress=progress), None
 
     clock = trio.testing.MockClock(rate=speed) if in_process and speed != 1.0 else None
     try:
-        result, tools = trio.run(main, clock=clock)
+        result, summary = trio.run(main, clock=clock)
     except OSError as exc:
         typer.echo(f"cannot start the in-process bridge: {exc}", err=True)
         return 1
-    rep = build_report(result, tools)
+    # What only the bridge knows (its call summary): None from a remote bridge (--server).
+    rep = build_report(result, None if summary is None else list(summary.get("tools") or []),
+                       None if summary is None else list(summary.get("agent_providers") or []))
     try:
         if out is not None:
             write_pcm16_wav(out, ulaw_to_pcm16(result.heard_ulaw))
@@ -188,8 +190,8 @@ def _run(cfg: Any, explicit_config: bool, ulaw: bytes, *, server: str | None, ou
     return 0 if result.ok else 1
 
 
-async def _tools_of(rt: Any, call_sid: str) -> list[dict[str, Any]]:
-    """The in-process bridge's own record of the call's tool calls (its call summary)."""
+async def _summary_of(rt: Any, call_sid: str) -> dict[str, Any]:
+    """The in-process bridge's own summary of the call (its tool calls, the providers that served it)."""
     import trio
 
     with trio.move_on_after(5):
@@ -197,5 +199,5 @@ async def _tools_of(rt: Any, call_sid: str) -> list[dict[str, Any]]:
             await rt.calls_changed.wait()
     for summary in await rt.registry.recent():
         if summary.get("call_sid") == call_sid:
-            return list(summary.get("tools") or [])
-    return []
+            return dict(summary)
+    return {}

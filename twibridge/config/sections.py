@@ -12,12 +12,12 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+from twibridge.config.base import _Section as _Section  # re-exported: capability modules subclass it
+from twibridge.config.providers import (
+    AzureOpenAIAgentConfig, DeepgramAgentConfig, ElevenLabsAgentConfig, GeminiAgentConfig,
+)
 
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
@@ -56,7 +56,6 @@ class ServerConfig(_Section):
                 raise ValueError(f"server.trusted_proxies: {entry!r} is not an IP address or CIDR") from None
         return self
 
-
 class TwilioConfig(_Section):
     account_sid: str = ""
     auth_token: SecretStr = SecretStr("")
@@ -72,10 +71,8 @@ class TwilioConfig(_Section):
     rest_timeout_s: float = Field(10.0, gt=0, le=120)
     from_number: str = ""
 
-
 class EchoAgentConfig(_Section):
     max_utterance_s: float = Field(30.0, gt=0, le=600)
-
 
 class VapiAgentConfig(_Section):
     api_key: SecretStr = SecretStr("")
@@ -85,7 +82,6 @@ class VapiAgentConfig(_Section):
     #: The credential VAPI sends to ``POST /vapi/server`` (``X-Vapi-Secret`` or ``Authorization: Bearer``).
     server_secret: SecretStr = SecretStr("")
 
-
 class OpenAIAgentConfig(_Section):
     api_key: SecretStr = SecretStr("")
     model: str = "gpt-realtime"
@@ -93,14 +89,19 @@ class OpenAIAgentConfig(_Section):
     instructions: str = "You are a helpful, concise customer-support agent on a phone call."
     url: str = "wss://api.openai.com/v1/realtime"
 
-
 class WebsocketAgentConfig(_Section):
     url: str = ""
     headers: dict[str, SecretStr] = Field(default_factory=dict)
 
+ProviderName = Literal["echo", "vapi", "openai", "websocket", "azure_openai", "deepgram", "elevenlabs", "gemini"]
+#: provider → (its sub-table's secret key that must be set, or None)
+_REQUIRED_KEY = {"openai": "api_key", "vapi": "api_key", "azure_openai": "api_key", "deepgram": "api_key",
+                 "gemini": "api_key"}
 
 class AgentConfig(_Section):
-    provider: Literal["echo", "vapi", "openai", "websocket"] = "echo"
+    provider: ProviderName = "echo"
+    #: Providers to continue the call on, in order, when the current one fails for good.
+    failover: list[ProviderName] = Field(default_factory=list)
     connect_timeout_s: float = Field(10.0, gt=0, le=120)
     reconnect_attempts: int = Field(3, ge=0, le=20)
     reconnect_backoff_s: float = Field(0.5, gt=0, le=60)
@@ -112,22 +113,40 @@ class AgentConfig(_Section):
     vapi: VapiAgentConfig = VapiAgentConfig()
     openai: OpenAIAgentConfig = OpenAIAgentConfig()
     websocket: WebsocketAgentConfig = WebsocketAgentConfig()
+    azure_openai: AzureOpenAIAgentConfig = AzureOpenAIAgentConfig()
+    deepgram: DeepgramAgentConfig = DeepgramAgentConfig()
+    elevenlabs: ElevenLabsAgentConfig = ElevenLabsAgentConfig()
+    gemini: GeminiAgentConfig = GeminiAgentConfig()
 
     @model_validator(mode="after")
     def _check_provider(self) -> AgentConfig:
-        if self.provider == "openai" and not self.openai.api_key.get_secret_value():
-            raise ValueError("agent.openai.api_key: required when agent.provider = 'openai'")
-        if self.provider == "vapi":
-            if not self.vapi.api_key.get_secret_value():
-                raise ValueError("agent.vapi.api_key: required when agent.provider = 'vapi'")
-            if not (self.vapi.assistant_id or self.vapi.assistant):
-                raise ValueError("agent.vapi.assistant_id: set it (or an inline [agent.vapi.assistant])")
-        if self.provider == "websocket" and not self.websocket.url:
-            raise ValueError("agent.websocket.url: required when agent.provider = 'websocket'")
+        seen = {self.provider}
+        for name in self.failover:
+            if name in seen:
+                raise ValueError(f"agent.failover: {name!r} is listed twice (or is agent.provider)")
+            seen.add(name)
+        for name in (self.provider, *self.failover):
+            self._check_one(name, "agent.provider" if name == self.provider else "agent.failover")
         if self.reconnect_backoff_max_s < self.reconnect_backoff_s:
             raise ValueError("agent.reconnect_backoff_max_s: must be >= reconnect_backoff_s")
         return self
 
+    def _check_one(self, name: str, via: str) -> None:
+        """What provider ``name`` needs before a call can use it."""
+        when = f"required when {via} = {name!r}" if via == "agent.provider" else f"required when {via} lists {name!r}"
+        key = _REQUIRED_KEY.get(name)
+        if key is not None and not getattr(getattr(self, name), key).get_secret_value():
+            raise ValueError(f"agent.{name}.{key}: {when}")
+        if name == "vapi" and not (self.vapi.assistant_id or self.vapi.assistant):
+            raise ValueError("agent.vapi.assistant_id: set it (or an inline [agent.vapi.assistant])")
+        if name == "websocket" and not self.websocket.url:
+            raise ValueError(f"agent.websocket.url: {when}")
+        if name == "azure_openai":
+            for field in ("url", "deployment"):
+                if not getattr(self.azure_openai, field):
+                    raise ValueError(f"agent.azure_openai.{field}: {when}")
+        if name == "elevenlabs" and not self.elevenlabs.agent_id:
+            raise ValueError(f"agent.elevenlabs.agent_id: {when}")
 
 class CallsConfig(_Section):
     max_duration_s: float = Field(3600.0, gt=0, le=4 * 3600)
@@ -142,7 +161,6 @@ class CallsConfig(_Section):
     #: Check-ins before a goodbye and a hang-up.
     idle_prompts: int = Field(2, ge=0, le=10)
 
-
 class TurnsConfig(_Section):
     vad_threshold: float = Field(0.5, ge=0.0, le=1.0)
     debounce_ms: int = Field(300, ge=0, le=5000)
@@ -153,16 +171,13 @@ class TurnsConfig(_Section):
     chunk_ms: int = Field(100, ge=20, le=1000)
     echo_margin_db: float = Field(10.0, ge=0, le=60)
 
-
 class FallbackConfig(_Section):
     say: str = "Sorry, we cannot take your call right now. Please try again later."
     dial: str = ""
 
-
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
-
 
 class StateConfig(_Section):
     backend: Literal["memory", "redis"] = "memory"

@@ -70,6 +70,8 @@ class Metrics:
                                          "Stream start to the first audio sent to the caller (greeting sound or "
                                          "agent)", buckets=_LATENCY_BUCKETS, registry=r)
         self.agent_reconnects = Counter("twibridge_agent_reconnects", "Agent reconnections", registry=r)
+        self.agent_failovers = Counter("twibridge_agent_failovers", "Calls moved from one agent provider to the next",
+                                       ["from", "to"], registry=r)
         self.buffer_depth = Gauge("twibridge_inbound_buffer_frames",
                                   "Inbound frames queued (channel + jitter buffer), all calls", registry=r)
         self.loop_lag = Histogram("twibridge_event_loop_lag_seconds",
@@ -128,6 +130,8 @@ class Metrics:
         self.frames_reordered.inc(jitter.get("reordered", 0))
         self.barge_ins.inc(summary.get("barge_ins", 0))
         self.agent_reconnects.inc(summary.get("agent_reconnects", 0))
+        for switch in summary.get("agent_failovers") or ():
+            self.agent_failovers.labels(**{"from": switch["from"], "to": switch["to"]}).inc()
         for ms in reply_latency_ms:
             self.reply_latency.observe(ms / 1000)
         pickup = summary.get("pickup_to_audio_ms")

@@ -42,7 +42,7 @@ FRAME_BYTES = 160
 REPORT_KEYS = (
     "call_sid", "stream_sid", "audio_sent_ms", "audio_received_ms", "frames_sent", "frames_received",
     "marks_received", "marks_echoed", "clears", "turns", "barge_ins", "events", "protocol_errors", "tools",
-    "pickup_to_audio_ms",
+    "pickup_to_audio_ms", "agent_providers",
 )
 
 
@@ -104,12 +104,14 @@ def _audible_start(heard: bytes, start: float, end: float) -> int | None:
     return None
 
 
-def build_report(result: CallResult, tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def build_report(result: CallResult, tools: list[dict[str, Any]] | None = None,
+                 agent_providers: list[str] | None = None) -> dict[str, Any]:
     """The ``report.json`` dict: exactly :data:`REPORT_KEYS`, JSON-ready.
 
     ``tools``: the bridge's own record of the call's tool calls
-    (``[{name, t_ms, duration_ms, outcome}]``, from its call summary); None
-    when it cannot say (``--server``: a remote bridge).
+    (``[{name, t_ms, duration_ms, outcome}]``, from its call summary);
+    ``agent_providers``: every provider that served the call, from the same
+    summary.  Both None when it cannot say (``--server``: a remote bridge).
     """
     sent = result.caller_ulaw[: result.frames_sent * FRAME_BYTES]
     segments = speech_segments(sent)
@@ -148,6 +150,7 @@ def build_report(result: CallResult, tools: list[dict[str, Any]] | None = None) 
         "tools": None if tools is None else [dict(t) for t in tools],
         # start → the first audio the caller heard (a greeting sound, or the agent's first words)
         "pickup_to_audio_ms": round(played[0][0]) if played else None,
+        "agent_providers": agent_providers,
     }
 
 
