@@ -41,7 +41,10 @@ def serve(
                     message="twilio.require_stream_token = false: a stream needs only the upgrade "
                     "signature, which is the same for every call.")
     n = workers or cfg.server.workers
-    log.info("server.starting", config=str(path) if path else "built-in defaults", pid=os.getpid(), workers=n)
+    from twibridge import __version__
+
+    log.info("server.starting", version=__version__, config=str(path) if path else "built-in defaults",
+             pid=os.getpid(), workers=n)
     try:
         if n > 1:
             from twibridge.server.workers import run_workers

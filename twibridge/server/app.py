@@ -9,7 +9,7 @@ Routes:
 * ``WS /media-stream`` — one call per socket; the upgrade is signed and
   checked *before* accepting (403 otherwise: no provider connection is ever
   opened for an unverified socket).
-* ``GET /healthz`` — ``{"status": "ok"|"draining", "calls": N}``.
+* ``GET /healthz`` — ``{"status": "ok"|"draining", "calls": N, "version": "x.y.z"}``.
 * ``GET /metrics`` — Prometheus text (``[server] metrics_token`` → bearer).
 
 Shutdown (SIGTERM/SIGINT): ``stopping`` is set (new webhooks get the busy
@@ -32,6 +32,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
+from twibridge import __version__
 from twibridge.server import hypercorn_fix, systemd
 from twibridge.server.asgi import ClosingHTTPConnection, MediaWebsocket, QuietWebsocketConnection
 from twibridge.call.runner import Call
@@ -122,7 +123,8 @@ def create_app(rt: Runtime) -> QuartTrio:
 
     @app.get("/healthz")
     async def healthz() -> Any:
-        return {"status": "draining" if rt.stopping.is_set() else "ok", "calls": len(rt.calls)}
+        return {"status": "draining" if rt.stopping.is_set() else "ok", "calls": len(rt.calls),
+                "version": __version__}
 
     @app.get("/metrics")
     async def metrics() -> Response:
