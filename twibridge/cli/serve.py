@@ -27,7 +27,9 @@ def serve(
 
     logs.configure(cfg.log.level, cfg.log.format, cfg.secrets())
     log = logs.get_logger("twibridge.server.app")
-    problems = serve_problems(cfg)
+    from twibridge.server import tls
+
+    problems = serve_problems(cfg) + tls.problems(cfg.server)
     if problems:
         for line in problems:
             typer.echo(f"refusing to start: {line}", err=True)

@@ -27,6 +27,9 @@ class ServerConfig(_Section):
     metrics_token: SecretStr = SecretStr("")
     max_message_bytes: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
     workers: int = Field(1, ge=1, le=64)
+    # TLS terminated by Hypercorn itself (PEM files; both or neither): see server/tls.py.
+    tls_cert: str = ""
+    tls_key: str = ""
 
     @model_validator(mode="after")
     def _check_public_url(self) -> ServerConfig:
@@ -35,6 +38,13 @@ class ServerConfig(_Section):
             raise ValueError(f"server.public_url: expected an http(s):// URL, got {url!r}")
         if "?" in url or "#" in url:
             raise ValueError("server.public_url: must not contain a query string or fragment")
+        return self
+
+    @model_validator(mode="after")
+    def _check_tls_pair(self) -> ServerConfig:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            missing = "server.tls_key" if self.tls_cert else "server.tls_cert"
+            raise ValueError(f"{missing}: set server.tls_cert and server.tls_key together (or neither)")
         return self
 
 

@@ -150,6 +150,8 @@ def hypercorn_config(config: Config, host: str, port: int) -> HypercornConfig:
     # events to the app, so the call lingers until the idle timeout.
     hc.websocket_max_message_size = 2 * config.server.max_message_bytes
     hc.graceful_timeout = config.calls.teardown_timeout_s + 1
+    if config.server.tls_cert:  # Hypercorn's own TLS (checked first: server/tls.py)
+        hc.certfile, hc.keyfile = config.server.tls_cert, config.server.tls_key
     return hc
 
 
