@@ -503,20 +503,28 @@ SECTIONS = ["startup", "codec", "capacity", "latency", "barge", "first-audio", "
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="a short run (~2 min): small N, short calls")
-    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
+    p.add_argument("--only", default=",".join(SECTIONS),
+                   help=f"comma-separated sections of {SECTIONS}, or soak (never part of the default run)")
     p.add_argument("--json", help="also write the raw results to this file")
     p.add_argument("--worker-cpu-pct", type=float, default=WORKER_CPU_PCT,
                    help="workers section: cap each worker process at this %% of one core (cgroups, needs root; "
                         f"{WORKER_CPU_PERIOD_US // 1000} ms period); 0 = uncapped one process vs workers 2")
+    p.add_argument("--soak-minutes", type=float, default=30.0, help="soak: how long (default 30)")
+    p.add_argument("--soak-echo-calls", type=int, default=100, help="soak: echo-agent calls (default 100)")
+    p.add_argument("--soak-openai-calls", type=int, default=50, help="soak: OpenAI-fake calls (default 50)")
+    p.add_argument("--soak-call-s", type=float, default=60.0, help="soak: audio per call, seconds (default 60)")
+    p.add_argument("--soak-png", default="docs/img/soak.png", help="soak: the plot (needs matplotlib)")
     args = p.parse_args(argv)
     min_pct = 100 * cgroups.MIN_QUOTA_US / WORKER_CPU_PERIOD_US
     if args.worker_cpu_pct and not min_pct <= args.worker_cpu_pct <= 100:
         p.error(f"--worker-cpu-pct: 0 or {min_pct:g}..100")
     os.chdir(REPO)
     sections = [s for s in args.only.split(",") if s]
-    bad = set(sections) - set(SECTIONS)
+    bad = set(sections) - set(SECTIONS) - {"soak"}
     if bad:
         p.error(f"unknown sections: {sorted(bad)}")
+    if sections == ["soak"]:
+        return soak_main(args)
     plan = make_plan(args.quick, sections, args.worker_cpu_pct)
     t0 = time.monotonic()
     res: dict[str, Any] = {"plan": vars(plan).copy()}
@@ -534,6 +542,27 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=1, default=str)
     return 0
+
+
+def soak_main(args: argparse.Namespace) -> int:
+    """``--only soak``: the soak alone (bench.soak); exit 0 only if it passes."""
+    from bench import soak
+
+    if args.soak_png:
+        os.makedirs(os.path.dirname(args.soak_png) or ".", exist_ok=True)
+    plan = soak.SoakPlan(minutes=args.soak_minutes, echo_calls=args.soak_echo_calls,
+                         openai_calls=args.soak_openai_calls, call_s=args.soak_call_s, png=args.soak_png or None)
+    res = trio.run(soak.soak, plan)
+    print(f"# twibridge soak, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
+          f"Python {sys.version.split()[0]}\n")
+    print(soak.table(res["summary"]) + "\n")
+    if res.get("png"):
+        print(f"Plot: {res['png']}")
+    if args.json:
+        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=1, default=str)
+    return 0 if all(e["passes"] for e in res["summary"].values()) else 1
 
 
 if __name__ == "__main__":

@@ -81,3 +81,16 @@ def test_serve_refuses_unsigned_traffic_without_a_token(tmp_path: Path) -> None:
     out = run("serve", cwd=tmp_path)  # built-in defaults: signatures on, no token
     assert out.returncode == 2
     assert "refusing to start" in out.stderr and "auth_token" in out.stderr
+
+
+def test_version_is_the_package_metadata() -> None:
+    import importlib.metadata
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert importlib.metadata.version("twibridge") == declared
+    out = run("--version")
+    assert (out.returncode, out.stdout, out.stderr) == (0, f"twibridge {declared}\n", "")
+    import twibridge
+
+    assert twibridge.__version__ == declared

@@ -89,14 +89,17 @@ async def test_unsigned_upgrade_gets_403_and_no_call(signature: str, captured_lo
 async def test_healthz_counts_calls() -> None:
     import httpx
 
+    from twibridge import __version__
+
     async with bridge() as (url, rt):
         async with httpx.AsyncClient() as client:
-            assert (await client.get(url + "/healthz")).json() == {"status": "ok", "calls": 0}
+            assert (await client.get(url + "/healthz")).json() == {"status": "ok", "calls": 0, "version": __version__}
             async with media_socket(url) as ws:
                 leg = Leg(ws)
                 await leg.start()
                 await wait_calls(rt, 1, timeout=5)
-                assert (await client.get(url + "/healthz")).json() == {"status": "ok", "calls": 1}
+                assert (await client.get(url + "/healthz")).json() == {"status": "ok", "calls": 1,
+                                                                      "version": __version__}
 
 
 async def run_echo_call(url: str, n: int, utterance: bytes) -> Leg:

@@ -13,6 +13,7 @@ import trio_websocket
 
 from process_support import ServerProcess, base_env
 from support import TOKEN, Leg, media_socket, post_signed
+from twibridge import __version__
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -27,7 +28,8 @@ async def test_sigterm_drains_live_calls_then_exits_zero() -> None:
                 await sp.calls_started(1)
                 await sp.drain()
                 async with httpx.AsyncClient() as client:
-                    assert (await client.get(sp.url + "/healthz")).json() == {"status": "draining", "calls": 1}
+                    assert (await client.get(sp.url + "/healthz")).json() == {"status": "draining", "calls": 1,
+                                                                                 "version": __version__}
                 busy = await post_signed(sp.url, "/voice", {"CallSid": "CA" + "1" * 32, "AccountSid": "AC" + "1" * 32,
                                                                "From": "+1", "To": "+2"})
                 assert [c.tag for c in ET.fromstring(busy.text)] == ["Say", "Hangup"]
@@ -39,6 +41,7 @@ async def test_sigterm_drains_live_calls_then_exits_zero() -> None:
             assert sp.proc is not None and await sp.proc.wait() == 0
     ended = sp.events("call.ended")
     assert ended and ended[0]["outcome"] == "shutdown"
+    assert sp.events("server.starting")[0]["version"] == __version__
     assert TOKEN not in json.dumps(sp.lines)
 
 

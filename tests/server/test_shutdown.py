@@ -23,6 +23,7 @@ import trio_websocket
 
 from process_support import ServerProcess, base_env
 from support import Leg, correlation, frames, make_config, media_socket, post_signed, sid, silence, tone
+from twibridge import __version__
 from twibridge.server.app import make_runtime, serve
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -75,7 +76,7 @@ async def test_drain_serves_finishing_calls_and_closes_lingering_ones_at_the_dea
             assert await sp.proc.wait() == 0
             exited = trio.current_time() - t0
 
-    assert health == {"status": "draining", "calls": 2}
+    assert health == {"status": "draining", "calls": 2, "version": __version__}
     assert "twibridge_draining 1.0" in metrics and "twibridge_active_calls 2.0" in metrics
     root = ET.fromstring(busy.text)
     assert [c.tag for c in root][:2] == ["Say", "Dial"] and root.findtext("Dial") == DIAL

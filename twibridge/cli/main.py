@@ -44,6 +44,22 @@ def _register_commands() -> None:
     app.command("routes")(routes_command)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from twibridge import __version__
+
+        typer.echo(f"twibridge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version (the installed package's) and exit."),
+) -> None:
+    """Answer Twilio phone calls with an AI voice agent."""
+
+
 _register_commands()
 
 

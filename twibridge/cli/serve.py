@@ -82,9 +82,10 @@ def serve(
     log = logs.get_logger("twibridge.server")
     from twibridge.call.sounds import sound_problems
     from twibridge.routing import problems as routing_problems
+    from twibridge.server import tls
     from twibridge.tools.checks import problems as tools_problems
 
-    problems = serve_problems(cfg) + tools_problems(cfg) + sound_problems(cfg) + routing_problems(cfg)
+    problems = serve_problems(cfg) + tools_problems(cfg) + sound_problems(cfg) + routing_problems(cfg) + tls.problems(cfg.server)
     unsigned_public = unsigned_public_problem(cfg, host or cfg.server.host)
     if unsigned_public:
         problems = [*problems, unsigned_public]
@@ -109,7 +110,10 @@ def serve(
     # SIGHUP is a reload once the server listens; before that (and after the drain) it must not
     # kill the process, as Python's default would.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    log.info("server.starting", config=str(path) if path else "built-in defaults", pid=os.getpid(), workers=n)
+    from twibridge import __version__
+
+    log.info("server.starting", version=__version__, config=str(path) if path else "built-in defaults",
+             pid=os.getpid(), workers=n)
     try:
         if n > 1:
             from twibridge.server.workers import run_workers

@@ -17,12 +17,13 @@ def validate_config(
     cfg, chosen = load_config_or_exit(path)
     from twibridge.call.sounds import sound_problems
     from twibridge.config import serve_problems
+    from twibridge.routing import problems as routing_problems
+    from twibridge.server import tls
     from twibridge.tools.checks import problems
 
-    from twibridge.routing import problems as routing_problems
-
-    # checks that read files or need other wings (the tools' and the lookup's secrets, the sounds)
-    bad = problems(cfg) + sound_problems(cfg) + routing_problems(cfg)
+    # Checks that read files or need other wings: the tools' and the lookup's secrets, the
+    # sounds, the TLS files (part of the config: unreadable = invalid).
+    bad = problems(cfg) + sound_problems(cfg) + routing_problems(cfg) + tls.problems(cfg.server)
     for line in bad:
         typer.echo(f"{chosen}: {line}" if chosen else line, err=True)
     if bad:

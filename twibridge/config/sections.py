@@ -41,6 +41,9 @@ class ServerConfig(_Section):
     trusted_proxies: list[str] = Field(default_factory=list)
     # Signatures off on a non-loopback host: refused at start unless this is true.
     allow_unsigned_public: bool = False
+    # TLS terminated by Hypercorn itself (PEM files; both or neither): see server/tls.py.
+    tls_cert: str = ""
+    tls_key: str = ""
 
     @model_validator(mode="after")
     def _check_public_url(self) -> ServerConfig:
@@ -55,6 +58,14 @@ class ServerConfig(_Section):
             except ValueError:
                 raise ValueError(f"server.trusted_proxies: {entry!r} is not an IP address or CIDR") from None
         return self
+
+    @model_validator(mode="after")
+    def _check_tls_pair(self) -> ServerConfig:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            missing = "server.tls_key" if self.tls_cert else "server.tls_cert"
+            raise ValueError(f"{missing}: set server.tls_cert and server.tls_key together (or neither)")
+        return self
+
 
 class TwilioConfig(_Section):
     account_sid: str = ""

@@ -9,7 +9,7 @@ Routes:
 * ``WS /media-stream`` — one call per socket; the upgrade is signed and
   checked *before* accepting (403 otherwise: no provider connection is ever
   opened for an unverified socket).
-* ``GET /healthz`` — ``{"status": "ok"|"draining", "calls": N}``.
+* ``GET /healthz`` — ``{"status": "ok"|"draining", "calls": N, "version": "x.y.z"}``.
 * ``GET /metrics`` — Prometheus text (``[server] metrics_token`` → bearer).
 
 Shutdown (SIGTERM/SIGINT): ``stopping`` is set (new webhooks get the busy
@@ -35,6 +35,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
+from twibridge import __version__
 from twibridge.server import hypercorn_fix, reload, systemd, vapi_server
 from twibridge.call import admission
 from twibridge.server.asgi import CappedRequest, ClosingHTTPConnection, MediaWebsocket, QuietWebsocketConnection
@@ -230,7 +231,8 @@ def create_app(rt: Runtime) -> QuartTrio:
 
     @app.get("/healthz")
     async def healthz() -> Any:
-        return {"status": "draining" if rt.stopping.is_set() else "ok", "calls": len(rt.calls)}
+        return {"status": "draining" if rt.stopping.is_set() else "ok", "calls": len(rt.calls),
+                "version": __version__}
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -262,6 +264,8 @@ def hypercorn_config(config: Config, host: str, port: int) -> HypercornConfig:
     # bodies, keep_alive_timeout (5 s) slow or idle request heads.
     hc.read_timeout = math.ceil(config.calls.idle_timeout_s) + 10
     setattr(hc, hypercorn_fix.CAP_ATTRIBUTE, hypercorn_fix.ConnectionCap(config.server.max_connections))
+    if config.server.tls_cert:  # Hypercorn's own TLS (checked first: server/tls.py)
+        hc.certfile, hc.keyfile = config.server.tls_cert, config.server.tls_key
     return hc
 
 

@@ -38,10 +38,16 @@ its agent and Redis connections need too).
 :func:`install` wraps ``TCPServer.protocol_send``, ``TCPServer.run``,
 ``WSStream._send_wsproto_event`` and ``Handshake.accept`` once, at import of
 :mod:`twibridge.server.app`.
-``tests/test_hypercorn_fix.py`` drives the race with two tasks on a real
+``tests/server/test_hypercorn_fix.py`` drives the race with two tasks on a real
 socket (and checks that unguarded, it raises);
-``tests/test_fuzz.py::test_message_over_the_websocket_layers_limit_ends_the_call_at_once``
+``tests/server/test_fuzz.py::test_message_over_the_websocket_layers_limit_ends_the_call_at_once``
 sends a real oversized message from a peer that never answers the close.
+
+**When Hypercorn or quart-trio change.**  ``pyproject.toml`` bounds both
+below the next minor release.  :func:`stale_guards` reads the installed
+library's code and says, per guard, what it relies on that is gone (or what
+upstream fixed, so the guard is dead weight); ``tests/server/test_guards.py``
+fails with those lines.  Run it after raising a bound.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from __future__ import annotations
 from functools import wraps
 from typing import Any, Awaitable, Callable
 
+import inspect
 import trio
 from hypercorn.events import Closed, Event
 from hypercorn.protocol.events import StreamClosed
@@ -150,3 +157,80 @@ def _guard_connection_cap(original: Method) -> Method:
             cap.open -= 1
 
     return run
+
+
+def _source(obj: Any) -> str:
+    try:
+        return inspect.getsource(inspect.unwrap(obj))
+    except (OSError, TypeError):
+        return ""
+
+
+def _params(obj: Any) -> list[str]:
+    return list(inspect.signature(inspect.unwrap(obj)).parameters)
+
+
+def stale_guards() -> list[str]:
+    """One line per guard that no longer fits the installed libraries (empty: all apply).
+
+    Checks what each guard assumes of the code it wraps or subclasses: the
+    methods and their parameters, the attributes it reads, and the flaw it
+    covers (still present upstream).  A line starts with the guard's name.
+    """
+    from hypercorn.protocol import ws_stream
+    from hypercorn.trio import tcp_server
+    from quart_trio import asgi as qt_asgi
+    from quart_trio.wrappers import TrioWebsocket
+
+    problems: list[str] = []
+
+    def need(guard: str, ok: bool, what: str) -> None:
+        if not ok:
+            problems.append(f"{guard}: {what}")
+
+    race = "hypercorn_fix.close_race (TCPServer.protocol_send)"
+    send_src = _source(TCPServer.protocol_send)
+    need(race, _params(TCPServer.protocol_send) == ["self", "event"], "protocol_send(self, event) changed")
+    need(race, "send_all" in send_src and "BusyResourceError" not in send_src,
+         "protocol_send catches BusyResourceError itself now (fixed upstream? drop the guard)")
+    need(race, "send_eof" in _source(tcp_server.TCPServer._close) and "send_lock" not in _source(
+        tcp_server.TCPServer._close), "_close no longer calls send_eof outside the send lock (fixed upstream?)")
+    need(race, "self.protocol" in _source(TCPServer.__init__), "TCPServer has no .protocol to tell Closed()")
+
+    big = "hypercorn_fix.too_big (WSStream._send_wsproto_event)"
+    ws_src = inspect.getsource(ws_stream)
+    need(big, _params(WSStream._send_wsproto_event) == ["self", "event"], "_send_wsproto_event(self, event) changed")
+    need(big, "CloseConnection(code=CloseReason.MESSAGE_TOO_BIG)" in ws_src,
+         "the read path no longer sends a 1009 close itself")
+    init_src = _source(WSStream.__init__)
+    for attr in ("self.closed", "self.app_put", "self.state", "self.stream_id"):
+        need(big, attr in init_src, f"WSStream has no {attr}")
+    need(big, hasattr(ASGIWebsocketState, "CONNECTED"), "ASGIWebsocketState.CONNECTED is gone")
+
+    deflate = "hypercorn_fix.no_extensions (Handshake.accept)"
+    need(deflate, _params(Handshake.accept)[0] == "self", "Handshake.accept is no longer a method")
+    need(deflate, "self.extensions is not None" in _source(Handshake.accept),
+         "Handshake.accept no longer negotiates from self.extensions (dropping the offer may not stop it)")
+    cap = "hypercorn_fix.connection_cap (TCPServer.run)"
+    tcp_init = _source(TCPServer.__init__)
+    need(cap, _params(TCPServer.run) == ["self"], "TCPServer.run(self) changed")
+    need(cap, "self.config = config" in tcp_init and "self.stream = stream" in tcp_init,
+         "TCPServer has no .config / .stream")
+
+    # twibridge/server/asgi.py: subclasses whose overrides quart-trio must still call.
+    quiet = "asgi.QuietWebsocketConnection (quart-trio TrioASGIWebsocketConnection)"
+    wsc = qt_asgi.TrioASGIWebsocketConnection
+    need(quiet, _params(wsc.handle_messages) == ["self", "nursery", "receive"], "handle_messages signature changed")
+    need(quiet, _params(wsc.send_data) == ["self", "send", "data"], "send_data signature changed")
+    need(quiet, "self.handle_messages" in _source(wsc.__call__) and "self.send_data" in _source(wsc),
+         "handle_messages/send_data are no longer what quart-trio calls")
+    closing = "asgi.ClosingHTTPConnection (quart-trio TrioASGIHTTPConnection)"
+    hc = qt_asgi.TrioASGIHTTPConnection
+    need(closing, _params(hc.handle_request) == ["self", "nursery", "request", "send"],
+         "handle_request signature changed")
+    media = "asgi.MediaWebsocket (quart-trio TrioWebsocket)"
+    ws_init = _source(TrioWebsocket.__init__)
+    need(media, "self._receive = receive" in ws_init and "self._send = send" in ws_init,
+         "quart's Websocket no longer keeps _receive/_send")
+    need(media, _params(TrioWebsocket.accept)[:3] == ["self", "headers", "subprotocol"], "accept() signature changed")
+    return problems

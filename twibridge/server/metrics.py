@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
@@ -42,6 +42,9 @@ DROP_REASONS = ("late", "duplicate", "agent_buffer")
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ... (read
+        # from /proc at scrape time): the dashboard's CPU/RSS/fds panels and the restart alert.
+        ProcessCollector(registry=r)
         self.active_calls = Gauge("twibridge_active_calls", "Calls live in this process", registry=r)
         self.pending_sockets = Gauge("twibridge_pending_sockets",
                                      "Media sockets accepted but not yet past 'start'", registry=r)

@@ -42,6 +42,7 @@ RESTART_ONLY = (("server", "host"), ("server", "port"), ("server", "workers"),
                 ("server", "max_connections"), ("server", "max_body_bytes"), ("server", "max_form_fields"),
                 ("server", "body_timeout_s"), ("server", "max_message_bytes"),
                 ("server", "max_connections_per_address"), ("server", "trusted_proxies"),
+                ("server", "tls_cert"), ("server", "tls_key"),
                 ("state", "backend"), ("state", "redis_url"),
                 ("webhooks", "call_ended"), ("webhooks", "secret"), ("webhooks", "timeout_s"),
                 ("webhooks", "spool_dir"), ("recording", "dir"), ("recording", "keep_days"))
@@ -54,10 +55,12 @@ def load_checked(path: Path | None) -> Config:
         ConfigError: one line per problem, naming the key.
     """
     from twibridge.call.sounds import sound_problems
+    from twibridge.server import tls
     from twibridge.tools.checks import problems as tools_problems
 
     cfg = load_config(path)
-    problems = serve_problems(cfg) + routing.problems(cfg) + tools_problems(cfg) + sound_problems(cfg)
+    problems = (serve_problems(cfg) + routing.problems(cfg) + tools_problems(cfg) + sound_problems(cfg)
+                + tls.problems(cfg.server))
     if problems:
         raise ConfigError(problems)
     return cfg
