@@ -74,11 +74,11 @@ def test_request_body_is_the_documented_shape() -> None:
                              "params": {"CallSid": "CA1", "campaign": "x"}}}
 
 
-def test_specs_list_builtins_then_functions() -> None:
+def test_specs_list_functions_then_builtins() -> None:
     cfg = tools_config("http://127.0.0.1:9")
     b = ex.Builtin(ToolSpec("send_dtmf", "press keys", {"type": "object"}), lambda c, a: _ok())
     names = [s.name for s in ex.specs(cfg, {"send_dtmf": b})]
-    assert names[0] == "send_dtmf" and names[1:3] == ["lookup_order", "never"]
+    assert names[:2] == ["lookup_order", "never"] and names[-1] == "send_dtmf"
 
 
 async def _ok() -> Mapping[str, Any]:

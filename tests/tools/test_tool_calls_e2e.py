@@ -66,7 +66,7 @@ async def test_the_agent_calls_a_function_and_speaks_its_result(captured_logs: A
                 await leg.stop()
                 await wait_calls(rt, 0)
     start = agent.received[0]
-    assert [t["name"] for t in start["tools"]] == ["lookup_order", "slow", "never"]
+    assert [t["name"] for t in start["tools"]] == ["lookup_order", "slow", "never", "send_dtmf"]  # + the built-in
     assert results(agent) == [{"type": "tool_result", "call_id": "tool-1", "name": "lookup_order",
                                "output": {"order_number": "42", "status": "shipped"}}]
     body = backend.requests[0].json
@@ -181,7 +181,7 @@ async def test_openai_parallel_function_calls_get_outputs_then_one_response_crea
         nursery.cancel_scope.cancel()
     assert result.protocol_errors == []
     tools = fake.of_type("session.update")[0]["session"]["tools"]
-    assert [t["name"] for t in tools] == ["end_call", "transfer_to_human", "lookup_order", "slow"]
+    assert [t["name"] for t in tools] == ["end_call", "transfer_to_human", "lookup_order", "slow", "send_dtmf"]
     outputs = [m["item"] for m in fake.of_type("conversation.item.create")]
     assert [o["type"] for o in outputs] == ["function_call_output"] * 2
     by_output = {o["call_id"]: o["output"] for o in outputs}

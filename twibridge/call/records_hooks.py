@@ -20,6 +20,7 @@ from twibridge.twilio import protocol as tw
 if TYPE_CHECKING:
     from twibridge.call.speaker import Speaker
     from twibridge.runtime import Runtime
+    from twibridge.tools.executor import ToolOutcome
 
 log = get_logger("twibridge.call.runner")
 
@@ -46,6 +47,10 @@ class RecordsHooks:
         if kept is not None:
             self.stats.transcript.add(kept["role"], kept["text"])  # bounded (call/limits.py)
             log.debug("call.transcript", role=kept["role"], text=kept["text"], t_ms=kept["t_ms"])
+
+    def tool_done(self, outcome: ToolOutcome) -> None:
+        """A tool call finished: the report's ``tools`` ({name, duration_ms, outcome}) and timeline."""
+        self.records.tool_done(outcome.name, outcome.duration_s * 1000, outcome.outcome, trio.current_time())
 
     # -- built-in tools: the tools executor calls these (pause while a card number is read out) --
 

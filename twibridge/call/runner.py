@@ -36,7 +36,7 @@ from twibridge.agents import make_failover
 from twibridge.call.records_hooks import RecordsHooks
 from twibridge.agents.supervisor import AgentSupervisor
 from twibridge.audio.g711 import ulaw_dbfs
-from twibridge.call import admission
+from twibridge.call import admission, builtins as bridge_tools
 from twibridge.call.control import CallControl
 from twibridge.call.jitter import JitterBuffer
 from twibridge.call.limits import CallStats, InboundRate, WarnLimiter
@@ -180,15 +180,17 @@ class Call(RecordsHooks):
         self.cfg, routed, params = percall.prepare(self.cfg, p, start.call_sid)
         self.route, self.agent_name = routed.route, routed.agent
         self.control = CallControl(self.cfg, start.call_sid, trusted=admission.trusted(self.rt))
+        recording = (self.pause_recording, self.resume_recording) if self.cfg.recording.enabled else None
+        builtins = bridge_tools.call_builtins(self.edges.send_dtmf, recording)  # send_dtmf, pause/resume
         self.info = CallInfo(call_sid=start.call_sid, stream_sid=start.stream_sid, account_sid=start.account_sid,
                              from_number=p.get("From", ""), to_number=p.get("To", ""), params=params,
-                             tools=specs(self.cfg.tools), greeting=self.cfg.agent.greeting, agent=routed.agent,
-                             variables=routed.variables)
+                             tools=specs(self.cfg.tools, builtins), greeting=self.cfg.agent.greeting,
+                             agent=routed.agent, variables=routed.variables)
         # Created now so caller audio buffers (bounded) while it connects.
         self.agent = AgentSupervisor(self.rt.provider(self.cfg), self.info, self.cfg.agent, self._agent_event,
                                      failover=make_failover(self.cfg))
         self.tools = CallTools(self.cfg.tools, self.info, self.agent.send_tool_result, player=self.speaker,
-                               metrics=self.rt.metrics)
+                               metrics=self.rt.metrics, builtins=builtins, on_done=self.tool_done)
         self._last_media = trio.current_time()
         self.records.started(self._last_media, start.call_sid, self.speaker)
 

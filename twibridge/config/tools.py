@@ -21,8 +21,9 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from twibridge.config.sections import _Section
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-#: The bridge's own functions (hang up, transfer): a configured one may not shadow them.
-RESERVED_NAMES = frozenset({"end_call", "transfer_to_human"})
+#: The bridge's own functions (hang up, transfer; DTMF and the recording's pause and resume,
+#: twibridge/call/builtins.py): a configured one may not shadow them.
+RESERVED_NAMES = frozenset({"end_call", "transfer_to_human", "send_dtmf", "pause_recording", "resume_recording"})
 
 
 def _empty_object_schema() -> dict[str, Any]:

@@ -128,8 +128,11 @@ async def _run(rt: Runtime, msg: Mapping[str, Any]) -> list[dict[str, str]]:
     allowed = None if info is None else {t.name for t in info.tools}  # a live call: what it offers
     info = info or CallInfo(call_sid=sid, stream_sid="")
     outcomes: dict[int, ToolOutcome] = {}
+    tools = getattr(live, "tools", None)
     async with httpx.AsyncClient(timeout=None, follow_redirects=False) as client:
-        executor = Executor(rt.config.tools, lambda: client, metrics=rt.metrics)
+        # A live call's own executor: its config (its route's functions) and its built-ins.
+        executor = tools.executor if tools is not None else Executor(rt.config.tools, lambda: client,
+                                                                      metrics=rt.metrics)
 
         async def one(i: int, call_id: str, name: str, args: Any) -> None:
             outcomes[i] = await executor.run(info, call_id, name, args, allowed=allowed)
@@ -137,9 +140,9 @@ async def _run(rt: Runtime, msg: Mapping[str, Any]) -> list[dict[str, str]]:
         async with trio.open_nursery() as nursery:
             for i, (call_id, name, args) in enumerate(calls[:MAX_TOOL_CALLS]):
                 nursery.start_soon(one, i, call_id, name, args)
-    tools = getattr(live, "tools", None)
-    if tools is not None:
-        tools.outcomes.extend(outcomes[i] for i in sorted(outcomes))
+    if tools is not None:  # the call's summary and report list them
+        for i in sorted(outcomes):
+            tools.finished(outcomes[i])
     results = [result_entry(outcomes[i]) for i in sorted(outcomes)]
     results += [{"toolCallId": c, "name": n, "error": "too many tool calls in one message"}
                 for c, n, _ in calls[MAX_TOOL_CALLS:]]

@@ -41,7 +41,8 @@ SendResult = Callable[[str, str, Mapping[str, Any]], Awaitable[None]]
 class CallTools:
     def __init__(self, config: ToolsConfig, call: CallIdentity, send_result: SendResult, *,
                  player: FillerPlayer | None = None, metrics: ToolMetrics | None = None,
-                 builtins: Mapping[str, Builtin] = {}) -> None:
+                 builtins: Mapping[str, Builtin] = {},
+                 on_done: Callable[[ToolOutcome], None] | None = None) -> None:
         self.config = config
         self.call = call
         self.send_result = send_result
@@ -52,6 +53,7 @@ class CallTools:
         self.allowed = frozenset(t.name for t in call.tools)
         #: Every finished tool call, for the call's summary (and the simulate-call report).
         self.outcomes: list[ToolOutcome] = []
+        self.on_done = on_done  # e.g. the call's records (the post-call report's ``tools``)
         # Counting from the start, so tools begun while the sound still loads get it too.
         self.thinking = Thinking(b"", config.thinking_after_ms / 1000, player) if (
             player is not None and config.thinking_sound and config.functions) else None
@@ -113,8 +115,14 @@ class CallTools:
                         self.thinking.end()
         finally:
             self._tasks -= 1
-        self.outcomes.append(result)
+        self.finished(result)
         await self._answer(ev.call_id, ev.name, result.output, result.outcome)
+
+    def finished(self, result: ToolOutcome) -> None:
+        """One tool call done (here, or through ``POST /vapi/server``): kept for the summary and report."""
+        self.outcomes.append(result)
+        if self.on_done is not None:
+            self.on_done(result)
 
     async def _answer(self, call_id: str, name: str, output: Mapping[str, Any], outcome: str) -> None:
         with trio.move_on_after(SEND_TIMEOUT_S) as scope:

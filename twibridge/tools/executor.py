@@ -73,9 +73,9 @@ class ToolOutcome:
 
 
 def specs(config: ToolsConfig, builtins: Mapping[str, Builtin] = {}) -> tuple[ToolSpec, ...]:
-    """What a call's agent may call: the built-ins, then the configured functions."""
-    return (*(b.spec for b in builtins.values()),
-            *(ToolSpec(f.name, f.description, f.parameters) for f in config.functions))
+    """What a call's agent may call: the configured functions, then the bridge's built-ins."""
+    return (*(ToolSpec(f.name, f.description, f.parameters) for f in config.functions),
+            *(b.spec for b in builtins.values()))
 
 
 def check_arguments(schema: Mapping[str, Any], raw: str | Mapping[str, Any]) -> dict[str, Any]:
