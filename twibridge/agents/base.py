@@ -156,6 +156,21 @@ class AgentFailed(Exception):
     """The provider cannot serve this call; retrying will not help."""
 
 
+class SessionDefaults:
+    """The optional parts of :class:`AgentSession` for a provider with no keypad input, no use for
+    playout marks and no message that asks for a reply by instruction: nothing is sent, and
+    :meth:`prompt` answers False (the bridge plays its soft tone instead)."""
+
+    async def send_dtmf(self, digit: str) -> None:
+        return None
+
+    async def mark_played(self, item_id: str, played_ms: int) -> None:
+        return None
+
+    async def prompt(self, instruction: str) -> bool:
+        return False
+
+
 class AgentSession(Protocol):
     """One live provider connection for one call.
 

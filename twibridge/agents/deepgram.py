@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import trio
 
-from twibridge.agents.base import AgentDisconnected, AgentEvent, AgentFailed, CallInfo, Transcript
+from twibridge.agents.base import AgentDisconnected, AgentEvent, AgentFailed, CallInfo, SessionDefaults, Transcript
 from twibridge.agents.deepgram_protocol import (
     KEEPALIVE, KEEPALIVE_INTERVAL_S, DeepgramConnection, DeepgramSettings,
 )
@@ -37,8 +37,10 @@ log = get_logger("twibridge.agent")
 HISTORY_TURNS = 40
 
 
-class DeepgramSession:
+class DeepgramSession(SessionDefaults):
     """One Voice Agent connection for one call."""
+
+    # send_dtmf, mark_played, prompt: SessionDefaults (the Voice Agent API has no DTMF input, ForceEndTurn is Flux-only).
 
     #: Binary audio takes any length: when frames are waiting, send up to 100 ms in one.
     audio_batch_frames = 5
@@ -69,18 +71,8 @@ class DeepgramSession:
         self.last_sent = trio.current_time()
         await self.sock.send(ulaw)
 
-    async def send_dtmf(self, digit: str) -> None:
-        return None  # the Voice Agent API has no DTMF input (ForceEndTurn is Flux-only)
-
     async def interrupt(self, item_id: str | None, heard_ms: int) -> None:
         self.proto.interrupt()
-
-    async def mark_played(self, item_id: str, played_ms: int) -> None:
-        return None
-
-    async def prompt(self, instruction: str) -> bool:
-        """No message of this provider asks for a reply by instruction: the bridge plays its tone."""
-        return False
 
     async def send_tool_result(self, call_id: str, name: str, output: Mapping[str, Any]) -> None:
         message = self.proto.tool_result(call_id, name, output)

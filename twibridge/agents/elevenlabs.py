@@ -31,7 +31,8 @@ import httpx
 import trio
 
 from twibridge.agents.base import (
-    AgentDisconnected, AgentEvent, AgentFailed, AgentProtocolError, CallInfo, HangupRequest, Transcript,
+    AgentDisconnected, AgentEvent, AgentFailed, AgentProtocolError, CallInfo, HangupRequest, SessionDefaults,
+    Transcript,
 )
 from twibridge.agents.elevenlabs_protocol import (
     ElevenLabsConnection, build_audio_chunk, build_contextual_update, build_initiation,
@@ -51,8 +52,10 @@ def public_url(base: str, agent_id: str) -> str:
     return f"{base}{sep}{urlencode({'agent_id': agent_id})}"
 
 
-class ElevenLabsSession:
+class ElevenLabsSession(SessionDefaults):
     """One conversation for one call."""
+
+    # send_dtmf, mark_played, prompt: SessionDefaults (no DTMF input on the conversation socket).
 
     #: A chunk takes any length: when frames are waiting, send up to 100 ms in one.
     audio_batch_frames = 5
@@ -82,18 +85,8 @@ class ElevenLabsSession:
     async def send_audio(self, ulaw: bytes) -> None:
         await self.sock.send(build_audio_chunk(ulaw))
 
-    async def send_dtmf(self, digit: str) -> None:
-        return None  # no DTMF input on the conversation socket
-
     async def interrupt(self, item_id: str | None, heard_ms: int) -> None:
         self.proto.interrupt()
-
-    async def mark_played(self, item_id: str, played_ms: int) -> None:
-        return None
-
-    async def prompt(self, instruction: str) -> bool:
-        """No message of this provider asks for a reply by instruction: the bridge plays its tone."""
-        return False
 
     async def send_tool_result(self, call_id: str, name: str, output: Mapping[str, Any]) -> None:
         message = self.proto.tool_result(call_id, output)

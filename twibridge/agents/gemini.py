@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import trio
 
-from twibridge.agents.base import AgentDisconnected, AgentEvent, AgentFailed, CallInfo, Transcript
+from twibridge.agents.base import AgentDisconnected, AgentEvent, AgentFailed, CallInfo, SessionDefaults, Transcript
 from twibridge.agents.gemini_protocol import GeminiConnection, GoAway, build_history, build_setup
 from twibridge.agents.websocket import AgentSocket
 from twibridge.config import Config
@@ -36,8 +36,10 @@ HISTORY_TURNS = 40
 FATAL_CLOSE_CODES = frozenset({1007, 1008})
 
 
-class GeminiSession:
+class GeminiSession(SessionDefaults):
     """One Live API connection for one call."""
+
+    # send_dtmf, mark_played, prompt: SessionDefaults (the Live API has no DTMF input).
 
     #: Any length of audio per message: when frames are waiting, send up to 100 ms in one.
     audio_batch_frames = 5
@@ -64,18 +66,8 @@ class GeminiSession:
     async def send_audio(self, ulaw: bytes) -> None:
         await self.sock.send(self.proto.audio_message(ulaw))
 
-    async def send_dtmf(self, digit: str) -> None:
-        return None  # the Live API has no DTMF input
-
     async def interrupt(self, item_id: str | None, heard_ms: int) -> None:
         self.proto.interrupt()
-
-    async def mark_played(self, item_id: str, played_ms: int) -> None:
-        return None
-
-    async def prompt(self, instruction: str) -> bool:
-        """No message of this provider asks for a reply by instruction: the bridge plays its tone."""
-        return False
 
     async def send_tool_result(self, call_id: str, name: str, output: Mapping[str, Any]) -> None:
         message = self.proto.tool_result(call_id, name, output)

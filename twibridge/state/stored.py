@@ -13,14 +13,20 @@ from typing import Any
 from twibridge.state.registry import CallRecord
 
 
-def loads(blob: Any) -> dict[str, Any] | None:
+def _json(blob: Any, kind: type) -> Any:
+    """``blob`` parsed, if it is JSON of ``kind``; else None (what Redis holds is not trusted)."""
     if not blob:
         return None
     try:
         data = json.loads(blob)
     except ValueError:
         return None
-    return data if isinstance(data, dict) else None
+    return data if isinstance(data, kind) else None
+
+
+def loads(blob: Any) -> dict[str, Any] | None:
+    data: dict[str, Any] | None = _json(blob, dict)
+    return data
 
 
 def record(blob: Any) -> CallRecord | None:
@@ -40,10 +46,5 @@ def record(blob: Any) -> CallRecord | None:
 
 
 def loads_list(blob: Any) -> list[Any] | None:
-    if not blob:
-        return None
-    try:
-        data = json.loads(blob)
-    except ValueError:
-        return None
-    return data if isinstance(data, list) else None
+    data: list[Any] | None = _json(blob, list)
+    return data
