@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 import struct
-from functools import lru_cache
-from typing import Any, Callable
+from functools import lru_cache, partial
+from typing import Any, Awaitable, Callable
 
 import trio
 
@@ -140,6 +140,46 @@ class Recorder:
             while not (value := predicate()):
                 await self._changed.wait()
             return value
+
+
+class WsFake(Recorder):
+    """A fake provider's WebSocket server: the upgrades it saw, its connections (all and live), its URL.
+
+    A subclass writes ``_handle(request)`` (the provider's checks, then
+    :meth:`connected` around its connection's run)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.upgrades: list[dict[str, str]] = []  # request headers of every upgrade (lower-case names)
+        self.connections = self.live = 0
+        self.url = ""
+
+    async def listen(self, nursery: trio.Nursery, path: str) -> str:
+        from trio_websocket import serve_websocket
+
+        server = await nursery.start(partial(serve_websocket, self._handle, "127.0.0.1", 0, ssl_context=None))
+        self.url = f"ws://127.0.0.1:{server.port}{path}"
+        return self.url
+
+    async def _handle(self, request: Any) -> None:
+        raise NotImplementedError
+
+    def upgrade(self, request: Any) -> dict[str, str]:
+        """Record the upgrade's headers (lower-case names) and return them."""
+        headers = {k.decode().lower(): v.decode() for k, v in request.headers}
+        self.upgrades.append(headers)
+        self.changed()
+        return headers
+
+    async def connected(self, run: Callable[[], Awaitable[None]]) -> None:
+        """Count one accepted connection while ``run()`` serves it."""
+        self.connections += 1
+        self.live += 1
+        try:
+            await run()
+        finally:
+            self.live -= 1
+            self.changed()
 
 
 class SessionEvents:

@@ -35,9 +35,7 @@ class FakeAzureRealtime(FakeRealtime):
         return self.url
 
     async def _handle(self, request: WebSocketRequest) -> None:
-        headers = {k.decode().lower(): v.decode() for k, v in request.headers}
-        self.upgrades.append(headers)
-        self.changed()
+        headers = self.upgrade(request)
         parts = urlsplit(request.path)
         query = parse_qs(parts.query)
         if parts.path != "/openai/v1/realtime" or "api-version" in query:
@@ -58,10 +56,4 @@ class FakeAzureRealtime(FakeRealtime):
             await request.reject(404, body=json.dumps(body).encode())
             return
         ws = await request.accept()
-        self.connections += 1
-        self.live += 1
-        try:
-            await _Conn(self, ws, self.deployment, self.connections).run()
-        finally:
-            self.live -= 1
-            self.changed()
+        await self.connected(lambda: _Conn(self, ws, self.deployment, self.connections).run())

@@ -24,20 +24,19 @@ from __future__ import annotations
 
 import itertools
 import json
-from functools import partial
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from fakes import EnergyVad, Recorder, tone
+from fakes import EnergyVad, WsFake, tone
 
 API_KEY = "dgkey0123456789abcdef0123456789abcdef01"
 CLIENT_TYPES = frozenset({"Settings", "KeepAlive", "FunctionCallResponse", "InjectAgentMessage", "InjectUserMessage",
                           "UpdatePrompt", "UpdateThink", "UpdateSpeak", "UpdateListen", "ForceEndTurn"})
 
 
-class FakeDeepgram(Recorder):
+class FakeDeepgram(WsFake):
     def __init__(self, api_key: str = API_KEY, *, reply_ms: int = 800, chunk_ms: int = 100,
                  pace_s: float = 0.0) -> None:
         super().__init__()
@@ -47,22 +46,15 @@ class FakeDeepgram(Recorder):
         self.cancel_function_call = False
         self.garbage = False
         self.close_after_bytes: int | None = None
-        self.upgrades: list[dict[str, str]] = []
         self.audio_in: list[bytes] = []
         self.errors_sent: list[dict[str, Any]] = []
         self.late_responses = 0
-        self.connections = self.live = 0
-        self.url = ""
 
     async def serve(self, nursery: trio.Nursery) -> str:
-        server = await nursery.start(partial(serve_websocket, self._handle, "127.0.0.1", 0, ssl_context=None))
-        self.url = f"ws://127.0.0.1:{server.port}/v1/agent/converse"
-        return self.url
+        return await self.listen(nursery, "/v1/agent/converse")
 
     async def _handle(self, request: WebSocketRequest) -> None:
-        headers = {k.decode().lower(): v.decode() for k, v in request.headers}
-        self.upgrades.append(headers)
-        self.changed()
+        headers = self.upgrade(request)
         if request.path.split("?")[0] != "/v1/agent/converse":
             await request.reject(404)
             return
@@ -73,13 +65,7 @@ class FakeDeepgram(Recorder):
             await request.reject(401, body=b'{"err_code":"INVALID_AUTH","err_msg":"Invalid credentials."}')
             return
         ws = await request.accept()
-        self.connections += 1
-        self.live += 1
-        try:
-            await _Conn(self, ws).run()
-        finally:
-            self.live -= 1
-            self.changed()
+        await self.connected(_Conn(self, ws).run)
 
 
 class _Conn:

@@ -28,14 +28,14 @@ import itertools
 import json
 import math
 import struct
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from fakes import EnergyVad, Recorder, linear_to_ulaw
+from fakes import EnergyVad, WsFake, linear_to_ulaw
 
 API_KEY = "AIzaFake0123456789abcdefghijklmnopqrstu"
 PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
@@ -47,7 +47,7 @@ def sine24k(ms: int, freq: float = 440.0, amp: float = 0.3) -> bytes:
     return struct.pack(f"<{n}h", *(int(amp * 32767 * math.sin(2 * math.pi * freq * i / 24000)) for i in range(n)))
 
 
-class FakeGemini(Recorder):
+class FakeGemini(WsFake):
     def __init__(self, api_key: str = API_KEY, *, reply_ms: int = 800, chunk_ms: int = 100,
                  pace_s: float = 0.0) -> None:
         super().__init__()
@@ -63,18 +63,12 @@ class FakeGemini(Recorder):
         self.late_responses = 0
         self.audio_in_16k = bytearray()
         self.closes: list[tuple[int, str]] = []
-        self.connections = self.live = 0
-        self.upgrades: list[dict[str, str]] = []
-        self.url = ""
 
     async def serve(self, nursery: trio.Nursery) -> str:
-        server = await nursery.start(partial(serve_websocket, self._handle, "127.0.0.1", 0, ssl_context=None))
-        self.url = f"ws://127.0.0.1:{server.port}{PATH}"
-        return self.url
+        return await self.listen(nursery, PATH)
 
     async def _handle(self, request: WebSocketRequest) -> None:
-        headers = {k.decode().lower(): v.decode() for k, v in request.headers}
-        self.upgrades.append(headers)
+        headers = self.upgrade(request)
         parts = urlsplit(request.path)
         if parts.path != PATH:
             await request.reject(404)
@@ -84,17 +78,15 @@ class FakeGemini(Recorder):
             return
         key = headers.get("x-goog-api-key") or (parse_qs(parts.query).get("key") or [""])[0]
         ws = await request.accept()
-        self.connections += 1
-        self.live += 1
-        try:
+
+        async def run() -> None:
             conn = _Conn(self, ws, self.connections)
             if key != self.api_key:
                 await conn.close(1008, "API key not valid. Please pass a valid API key.")
             else:
                 await conn.run()
-        finally:
-            self.live -= 1
-            self.changed()
+
+        await self.connected(run)
 
 
 class _Conn:

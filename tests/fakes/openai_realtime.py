@@ -26,14 +26,13 @@ import binascii
 import itertools
 import json
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from fakes import EnergyVad, Recorder, tone
+from fakes import EnergyVad, WsFake, tone
 
 API_KEY = "sk-test-fake-0123456789abcdefABCDEF"
 CLIENT_TYPES = frozenset({
@@ -52,7 +51,7 @@ class _Response:
     done: trio.Event = field(default_factory=trio.Event)
 
 
-class FakeRealtime(Recorder):
+class FakeRealtime(WsFake):
     def __init__(self, api_key: str = API_KEY, *, reply_ms: int = 800, chunk_ms: int = 100, echo: bool = False,
                  pace_s: float = 0.0) -> None:
         super().__init__()
@@ -65,22 +64,14 @@ class FakeRealtime(Recorder):
         #: (name, arguments JSON) for the next response, or a list of them (parallel function calls)
         self.function_call: tuple[str, str] | list[tuple[str, str]] | None = None
         self.omit_function_name = False
-        self.upgrades: list[dict[str, str]] = []  # request headers of every upgrade (lower-case names)
-        self.connections = 0
-        self.live = 0
         self.errors_sent: list[dict[str, Any]] = []
         self.sessions: list[dict[str, Any]] = []  # every accepted session.update's session
-        self.url = ""
 
     async def serve(self, nursery: trio.Nursery) -> str:
-        server = await nursery.start(partial(serve_websocket, self._handle, "127.0.0.1", 0, ssl_context=None))
-        self.url = f"ws://127.0.0.1:{server.port}/v1/realtime"
-        return self.url
+        return await self.listen(nursery, "/v1/realtime")
 
     async def _handle(self, request: WebSocketRequest) -> None:
-        headers = {k.decode().lower(): v.decode() for k, v in request.headers}
-        self.upgrades.append(headers)
-        self.changed()
+        headers = self.upgrade(request)
         query = parse_qs(urlsplit(request.path).query)
         if urlsplit(request.path).path != "/v1/realtime" or not query.get("model"):
             await request.reject(404, body=b'{"error":{"message":"Not found","code":"not_found"}}')
@@ -98,13 +89,7 @@ class FakeRealtime(Recorder):
             await request.reject(401, body=json.dumps(body).encode())
             return
         ws = await request.accept()
-        self.connections += 1
-        self.live += 1
-        try:
-            await _Conn(self, ws, query["model"][0], self.connections).run()
-        finally:
-            self.live -= 1
-            self.changed()
+        await self.connected(lambda: _Conn(self, ws, query["model"][0], self.connections).run())
 
     def sent_error(self, error: dict[str, Any]) -> None:
         self.errors_sent.append(error)
