@@ -36,6 +36,7 @@ from twibridge.agents.websocket_protocol import (
 from twibridge.config import Config
 from twibridge.logs import get_logger
 from twibridge.agents.wsclient import connect_ws
+from twibridge.agents.wsfast import fast_writer
 
 log = get_logger("twibridge.agent")
 
@@ -80,6 +81,7 @@ class AgentSocket:
         self._broken: str | None = None
         self._closing = False
         self._receive_scope: trio.CancelScope | None = None
+        self._fast = fast_writer(ws)  # whole frames straight to a plain TCP socket (agents/wsfast.py)
 
     @classmethod
     async def open(cls, nursery: trio.Nursery, url: str, headers: Mapping[str, str], label: str) -> AgentSocket:
@@ -179,12 +181,26 @@ class AgentSocket:
         counted.  So the cancel waits until the frame is written, at most
         ``SEND_TIMEOUT_S``; a socket that takes nothing for that long is
         broken (a frame may be half-written): nothing more is sent on it.
+        Over plain TCP a frame the kernel takes at once skips all that (no
+        yield, so no cancel can land; ~150 → ~30 µs per caller frame,
+        ``bench/sendcost.py``): see :mod:`twibridge.agents.wsfast`.
         """
+        fast = self._fast
+        left = fast.try_write(message) if fast is not None else None
+        if left == 0:  # written whole, nothing yielded: no cancel could land
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         with trio.move_on_after(SEND_TIMEOUT_S, shield=True) as scope:
             try:
-                await self.ws.send_message(message)
+                if fast is not None and left is not None:
+                    await fast.finish()  # the tail the kernel did not take at once
+                else:
+                    await self.ws.send_message(message)
             except ConnectionClosed as exc:
                 raise AgentDisconnected(self._closed(exc)) from None
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._break("connection lost")
+                raise AgentDisconnected(f"{self.label}: {self._broken}") from None
         if scope.cancelled_caught:
             self._break(f"a send took over {SEND_TIMEOUT_S:g}s")
             raise AgentDisconnected(f"{self.label}: {self._broken}")
