@@ -13,8 +13,8 @@ DRIVER_LATE_P99_MS = 20.0
 #: Reply latency a caller waits for, p95 (issue #16): the echo agent's / the fake OpenAI's 500 ms of
 #: end-of-turn quiet plus what load adds.  An agent leg may add its own hop: 50 ms more.
 REPLY_P95_MS, AGENT_REPLY_P95_MS = 600.0, 650.0
-#: Servers whose replies come over an agent leg (the fake OpenAI Realtime server).
-AGENT_LEG_SERVERS = frozenset({"twibridge-openai", "twilio-sample"})
+#: Servers whose replies come over an agent leg (the fake OpenAI Realtime / Gemini Live server).
+AGENT_LEG_SERVERS = frozenset({"twibridge-openai", "twilio-sample", "twibridge-gemini"})
 
 
 def reply_limit_ms(row: dict[str, Any]) -> float:
@@ -207,6 +207,43 @@ def first_audio_table(rows: list[dict[str, Any]]) -> str:
                   "marks / s of audio", "server CPU %"], body)
 
 
+def gemini_table(rows: list[dict[str, Any]], gemini: str = "twibridge-gemini",
+                 openai: str = "twibridge-openai") -> str:
+    """Per N: ``provider = "gemini"`` (transcoding both ways) next to ``"openai"`` (μ-law through) of the same run.
+
+    CPU is twibridge's process only; the fake's own CPU is its own column
+    (it must stay far from a core, or it, not twibridge, is the limit).  The
+    extra CPU per call is what Gemini's transcoding (and its JSON) costs over
+    OpenAI's at that N.
+    """
+    by: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in rows:
+        by[(r["server"], r["calls"])] = r  # a later point at the same N (none in this section) wins
+
+    def cell(r: dict[str, Any] | None) -> list[Any]:
+        if r is None:
+            return ["–", None, None, None, None, None]
+        d = r["driver"]
+        cpu = d.get("server_cpu_pct")
+        return ["yes" if r["holds"] else f"**no** ({why_not(r)})", d["lateness_ms"]["p99"],
+                d["reply_latency_ms"].get("p95"), cpu, _f(cpu / r["calls"] if cpu is not None else None, 2),
+                d.get("aux_cpu_pct")]
+
+    body = []
+    for n in sorted({r["calls"] for r in rows}):
+        g, o = by.get((gemini, n)), by.get((openai, n))
+        gc, oc = cell(g), cell(o)
+        extra = None
+        if g is not None and o is not None and g["driver"].get("server_cpu_pct") is not None \
+                and o["driver"].get("server_cpu_pct") is not None:
+            extra = (g["driver"]["server_cpu_pct"] - o["driver"]["server_cpu_pct"]) / n
+        other = max((r["driver"].get("other_cpu_pct") or 0.0) for r in (g, o) if r is not None)
+        body.append([n, *gc, *oc, _f(extra, 2), other])
+    return table(["N", "gemini holds", "late p99 ms", "reply p95 ms", "twibridge CPU %", "CPU %/call", "fake CPU %",
+                  "openai holds", "late p99 ms", "reply p95 ms", "twibridge CPU %", "CPU %/call", "fake CPU %",
+                  "gemini extra CPU %/call", "other load % (max)"], body)
+
+
 def startup_table(rows: list[dict[str, Any]]) -> str:
     # Ratios of the best runs: on a shared VM the minimum is the least disturbed figure.
     base = next((r["min_ms"] for r in rows if r["what"] == "python -c pass"), None)
@@ -227,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with open(args[0]) as fh:
         res = json.load(fh)
-    for section in ("capacity", "agent", "workers", "latency", "barge", "first_audio"):
+    for section in ("capacity", "agent", "gemini", "workers", "latency", "barge", "first_audio"):
         for row in res.get(section, []):
             row["holds"] = holds(row)
     print_report(res)

@@ -40,6 +40,9 @@ WORKERS_START, WORKERS_STEP, WORKERS_MAX_POINTS = 20, 5, 12
 #: Each worker's CPU cap: % of one core, over a short period so a throttled worker stalls briefly.
 WORKER_CPU_PCT, WORKER_CPU_PERIOD_US = 30.0, 10_000
 FAKE_KEY = "sk-bench-0123456789abcdef"
+GEMINI_KEY = "AIzaBench0123456789abcdefghijklmnopqrst"
+#: The Gemini section's N (full run; ``--quick``: 10 only).  ~20 s a point, two servers.
+GEMINI_NS = (10, 25, 50, 75, 100)
 
 
 def progress(msg: str) -> None:
@@ -67,11 +70,14 @@ class Plan:
     worker_cpu_period_us: int = WORKER_CPU_PERIOD_US
     #: The first-audio section: these N for each agent pacing and server.
     first_audio_ns: list[int] = field(default_factory=lambda: [1, 50])
+    #: ``--only gemini``: these N for ``provider = "gemini"`` and ``"openai"`` alike (each stops at its first miss).
+    gemini_ns: list[int] = field(default_factory=lambda: list(GEMINI_NS))
 
 
 def make_plan(quick: bool, sections: list[str], worker_cpu_pct: float = WORKER_CPU_PCT) -> Plan:
     if quick:
-        return Plan(True, 5.0, [10, 50], 50, [1, 10], 10, [10], [50], [10, 20], 3, sections, worker_cpu_pct)
+        return Plan(True, 5.0, [10, 50], 50, [1, 10], 10, [10], [50], [10, 20], 3, sections, worker_cpu_pct,
+                    gemini_ns=[10])
     return Plan(False, 12.0, [10, 25, 50, 100, 150, 200], 300, [1, 50], 50, [25, 50, 100, 150, 200],
                 [150, 200], [], 5, sections, worker_cpu_pct)
 
@@ -107,6 +113,16 @@ async def _fake_realtime(nursery: trio.Nursery) -> tuple[dict[str, str], list[Se
             "TWIBRIDGE_AGENT_OPENAI_URL": url, "BENCH_FAKE_URL": url, "OPENAI_API_KEY": FAKE_KEY}, [fake]
 
 
+async def _fake_gemini(nursery: trio.Nursery) -> tuple[dict[str, str], list[ServerProcess]]:
+    from bench.fake_gemini import PATH
+
+    fake = ServerProcess([PY, "-m", "bench.fake_gemini", "--key", GEMINI_KEY], bench_env(), "fake-gemini")
+    await fake.start(nursery)
+    url = fake.url.replace("http://", "ws://") + PATH
+    return {"TWIBRIDGE_AGENT_PROVIDER": "gemini", "TWIBRIDGE_AGENT_GEMINI_API_KEY": GEMINI_KEY,
+            "TWIBRIDGE_AGENT_GEMINI_URL": url, "BENCH_FAKE_URL": url}, [fake]
+
+
 def kinds() -> dict[str, Kind]:
     serve = [PY, "-m", "twibridge", "serve", "--host", "127.0.0.1", "--port", "0"]
     provider_barge = {"TWIBRIDGE_TURNS_BARGE_IN": "provider"}
@@ -120,6 +136,7 @@ def kinds() -> dict[str, Kind]:
         **{f"twibridge-workers{k}": Kind([PY, "-m", "twibridge.server.workers", "--workers", str(k), "--host",
                                           "127.0.0.1", "--port", "0"], bench_env(), workers=k) for k in (1, 2)},
         "twibridge-openai": Kind(serve, bench_env(), before=_fake_realtime),
+        "twibridge-gemini": Kind(serve, bench_env(), before=_fake_gemini),
     }
 
 
@@ -240,10 +257,11 @@ def _fmt(v: Any) -> str:
 
 
 async def sweep(servers: dict[str, Kind], ns: list[int], plan: Plan,
-                extend_to: int | None = None) -> list[dict[str, Any]]:
+                extend_to: int | None = None, max_misses: int = MAX_MISSES,
+                refine_capacity: bool = True) -> list[dict[str, Any]]:
     """Each N for every server in turn (interleaved, so a noisy spell hits them alike).
 
-    A server drops out after :data:`MAX_MISSES` consecutive N that do not
+    A server drops out after ``max_misses`` (:data:`MAX_MISSES`) consecutive N that do not
     hold; while any server still holds at the last N, N grows by 100 up to
     ``extend_to``.  A full run then narrows each capacity (:func:`refine`).
     """
@@ -253,7 +271,7 @@ async def sweep(servers: dict[str, Kind], ns: list[int], plan: Plan,
     while todo:
         n = todo.pop(0)
         for name, kind in servers.items():
-            if misses[name] >= MAX_MISSES:
+            if misses[name] >= max_misses:
                 continue
             row = await measure(name, n, plan, kind=kind)
             rows.append(row)
@@ -261,7 +279,7 @@ async def sweep(servers: dict[str, Kind], ns: list[int], plan: Plan,
         alive = [name for name in servers if misses[name] == 0]
         if not todo and alive and extend_to and n < extend_to:
             todo.append(min(extend_to, n + 100))
-    if not plan.quick:
+    if not plan.quick and refine_capacity:
         await refine(servers, rows, plan)
     return rows
 
@@ -454,6 +472,12 @@ async def run_async(plan: Plan) -> dict[str, Any]:
             servers["twilio-sample"] = sample
         out["agent_note"] = sample_leg.note(sample is not None)
         out["agent"] = await sweep(servers, plan.agent_sweep, plan)
+    if "gemini" in plan.sections:
+        # Gemini calls per process (issue #20), next to the OpenAI provider at the same N in the same run:
+        # each server stops at its first N that does not hold; no refinement (a bounded run, ~20 s a point).
+        pair = ("twibridge-gemini", "twibridge-openai")
+        out["gemini"] = await sweep({k: kinds()[k] for k in pair}, plan.gemini_ns, plan, max_misses=1,
+                                    refine_capacity=False)
     return out
 
 
@@ -477,6 +501,14 @@ def print_report(res: dict[str, Any]) -> None:
             p(report.capacity_summary(res["agent"], servers, servers[0]) + "\n")
         if res.get("agent_note"):
             p(res["agent_note"] + "\n")
+    if "gemini" in res:
+        p("## Gemini calls per process: `provider = \"gemini\"` (fake Live API, transcoding both ways) "
+          "vs `\"openai\"` (fake Realtime, μ-law through)\n")
+        if res["gemini"]:
+            p(report.gemini_table(res["gemini"]) + "\n")
+            p(report.capacity_summary(res["gemini"], ["twibridge-openai", "twibridge-gemini"], "twibridge-openai")
+              + "\n")
+            p(report.capacity_table(res["gemini"]) + "\n")
     if "workers" in res and res.get("workers_cap"):
         p(f"## `workers 2` vs `workers 1`, each worker capped at {res['workers_cap']['pct']:g} % of one core\n")
         p(report.workers_table(res["workers"]) + "\n")
@@ -498,13 +530,17 @@ def print_report(res: dict[str, Any]) -> None:
 
 
 SECTIONS = ["startup", "codec", "capacity", "latency", "barge", "first-audio", "workers", "agent"]
+#: Sections only ``--only`` runs (never part of the default run).
+OPT_IN = ["gemini"]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="a short run (~2 min): small N, short calls")
     p.add_argument("--only", default=",".join(SECTIONS),
-                   help=f"comma-separated sections of {SECTIONS}, or soak (never part of the default run)")
+                   help=f"comma-separated sections of {SECTIONS + OPT_IN} (default: all but {OPT_IN}), "
+                        "or soak (never part of the default run)")
+    p.add_argument("--gemini-ns", help=f"gemini: comma-separated N (default {','.join(map(str, GEMINI_NS))})")
     p.add_argument("--json", help="also write the raw results to this file")
     p.add_argument("--worker-cpu-pct", type=float, default=WORKER_CPU_PCT,
                    help="workers section: cap each worker process at this %% of one core (cgroups, needs root; "
@@ -520,12 +556,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--worker-cpu-pct: 0 or {min_pct:g}..100")
     os.chdir(REPO)
     sections = [s for s in args.only.split(",") if s]
-    bad = set(sections) - set(SECTIONS) - {"soak"}
+    bad = set(sections) - set(SECTIONS) - set(OPT_IN) - {"soak"}
     if bad:
         p.error(f"unknown sections: {sorted(bad)}")
     if sections == ["soak"]:
         return soak_main(args)
     plan = make_plan(args.quick, sections, args.worker_cpu_pct)
+    if args.gemini_ns:
+        plan.gemini_ns = [int(n) for n in args.gemini_ns.split(",") if n]
     t0 = time.monotonic()
     res: dict[str, Any] = {"plan": vars(plan).copy()}
     # SIGINT/SIGTERM: trio raises in the run; every child is stopped in a finally.
