@@ -33,17 +33,16 @@ so a frame is voiced only if a sample after them is not zero.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
-import signal
 import sys
 from array import array
-from functools import partial
 from itertools import count
 
 import trio
 
+from bench import fakeserver
+from bench.fakeserver import log
 from bench.wsraw import OP_TEXT, RawWebSocket, accept, server_frame
 
 PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
@@ -62,10 +61,6 @@ _GENERATION_COMPLETE = '{"serverContent":{"generationComplete":true}}'
 _TURN_COMPLETE = '{"serverContent":{"turnComplete":true}}'
 _INTERRUPTED = '{"serverContent":{"interrupted":true}}'
 
-
-def log(event: str, **kw: object) -> None:
-    sys.stderr.write(json.dumps({"event": event, **kw}) + "\n")
-    sys.stderr.flush()
 
 
 def audio_of(raw: str) -> str | None:
@@ -224,34 +219,12 @@ async def handle(key: str, stream: trio.SocketStream) -> None:
 
 async def main_async(host: str, port: int, key: str, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
                      signals: bool = True) -> None:
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    port = listeners[0].socket.getsockname()[1]
-    log("server.listening", url=f"http://{host}:{port}", provider="fake-gemini")
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(partial(trio.serve_listeners, partial(handle, key), listeners))
-        task_status.started(port)
-        if not signals:
-            return  # in-process (tests): runs until the caller's nursery is cancelled
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as received:
-            async for signum in received:
-                if signum != signal.SIGUSR1:
-                    break
-                log("fake.totals", frames=Conn.total_frames, live=Conn.live)
-        log("fake.totals", frames=Conn.total_frames, live=Conn.live)
-        nursery.cancel_scope.cancel()
+    await fakeserver.serve(handle, "fake-gemini", lambda: {"frames": Conn.total_frames, "live": Conn.live}, host, port, key,
+                           task_status=task_status, signals=signals)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.fake_gemini")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--key", required=True)
-    args = p.parse_args(argv)
-    try:
-        trio.run(main_async, args.host, args.port, args.key)
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return fakeserver.main("python -m bench.fake_gemini", main_async, argv)
 
 
 if __name__ == "__main__":

@@ -25,16 +25,15 @@ Behaviour, per connection:
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
-import signal
 import sys
-from functools import partial
 from itertools import count
 
 import trio
 
+from bench import fakeserver
+from bench.fakeserver import log
 from bench.wsraw import OP_TEXT, RawWebSocket, accept, server_frame
 
 SILENCE_B64 = base64.b64encode(b"\xff" * 160).decode()
@@ -42,10 +41,6 @@ START_FRAMES, END_FRAMES = 3, 25
 DELTA_BYTES = 1600  # 200 ms
 _APPEND = '"input_audio_buffer.append"'
 
-
-def log(event: str, **kw: object) -> None:
-    sys.stderr.write(json.dumps({"event": event, **kw}) + "\n")
-    sys.stderr.flush()
 
 
 def _audio_of(raw: str) -> str | None:
@@ -172,31 +167,12 @@ async def handle(key: str, stream: trio.SocketStream) -> None:
 
 
 async def main_async(host: str, port: int, key: str) -> None:
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    port = listeners[0].socket.getsockname()[1]
-    log("server.listening", url=f"http://{host}:{port}", provider="fake-realtime")
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(partial(trio.serve_listeners, partial(handle, key), listeners))
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
-            async for signum in signals:
-                if signum != signal.SIGUSR1:
-                    break
-                log("fake.totals", appends=Conn.total_appends, live=Conn.live)
-        log("fake.totals", appends=Conn.total_appends, live=Conn.live)
-        nursery.cancel_scope.cancel()
+    await fakeserver.serve(handle, "fake-realtime", lambda: {"appends": Conn.total_appends, "live": Conn.live},
+                           host, port, key)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.fake_realtime")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--key", required=True)
-    args = p.parse_args(argv)
-    try:
-        trio.run(main_async, args.host, args.port, args.key)
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return fakeserver.main("python -m bench.fake_realtime", main_async, argv)
 
 
 if __name__ == "__main__":
