@@ -14,6 +14,7 @@ the bridge's codec could not catch a bug in it.
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from functools import lru_cache, partial
@@ -180,6 +181,38 @@ class WsFake(Recorder):
         finally:
             self.live -= 1
             self.changed()
+
+
+class WsConn:
+    """One connection of a fake provider: a send that ignores a peer already gone, and the receive
+    loop (:meth:`handle` per message) in the connection's own nursery (for replies it runs)."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.nursery: trio.Nursery | None = None
+
+    async def send(self, message: dict[str, Any] | str | bytes) -> None:
+        from trio_websocket import ConnectionClosed
+
+        try:
+            await self.ws.send_message(message if isinstance(message, (str, bytes)) else json.dumps(message))
+        except ConnectionClosed:
+            pass
+
+    async def serve_messages(self) -> None:
+        from trio_websocket import ConnectionClosed
+
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            try:
+                while not self.ws.closed:
+                    await self.handle(await self.ws.get_message())
+            except ConnectionClosed:
+                pass
+            nursery.cancel_scope.cancel()
+
+    async def handle(self, raw: str | bytes) -> None:
+        raise NotImplementedError
 
 
 class SessionEvents:

@@ -29,7 +29,7 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from fakes import EnergyVad, WsFake, tone
+from fakes import EnergyVad, WsConn, WsFake, tone
 
 API_KEY = "dgkey0123456789abcdef0123456789abcdef01"
 CLIENT_TYPES = frozenset({"Settings", "KeepAlive", "FunctionCallResponse", "InjectAgentMessage", "InjectUserMessage",
@@ -68,9 +68,10 @@ class FakeDeepgram(WsFake):
         await self.connected(_Conn(self, ws).run)
 
 
-class _Conn:
+class _Conn(WsConn):
     def __init__(self, fake: FakeDeepgram, ws: WebSocketConnection) -> None:
-        self.fake, self.ws = fake, ws
+        super().__init__(ws)
+        self.fake = fake
         self.settings: dict[str, Any] | None = None
         self.vad = EnergyVad()
         self.bytes_in = 0
@@ -78,13 +79,6 @@ class _Conn:
         self.open_calls: set[str] = set()
         self.cancelled: set[str] = set()
         self.reply: trio.CancelScope | None = None
-        self.nursery: trio.Nursery | None = None
-
-    async def send(self, message: dict[str, Any] | bytes) -> None:
-        try:
-            await self.ws.send_message(message if isinstance(message, bytes) else json.dumps(message))
-        except ConnectionClosed:
-            pass
 
     async def fatal(self, code: str, description: str) -> None:
         err = {"type": "Error", "code": code, "description": description}
@@ -95,14 +89,7 @@ class _Conn:
 
     async def run(self) -> None:
         await self.send({"type": "Welcome", "request_id": f"req-{self.fake.connections}"})
-        async with trio.open_nursery() as nursery:
-            self.nursery = nursery
-            try:
-                while not self.ws.closed:
-                    await self.handle(await self.ws.get_message())
-            except ConnectionClosed:
-                pass
-            nursery.cancel_scope.cancel()
+        await self.serve_messages()
 
     async def handle(self, raw: str | bytes) -> None:
         if isinstance(raw, bytes):

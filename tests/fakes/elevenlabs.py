@@ -36,7 +36,7 @@ import h11
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
-from fakes import EnergyVad, Recorder, tone
+from fakes import EnergyVad, Recorder, WsConn, tone
 
 API_KEY = "sk_el0123456789abcdef0123456789abcdef0123456789"
 AGENT_ID = "agent_0123456789abcdefghij"
@@ -132,32 +132,19 @@ class FakeElevenLabs(Recorder):
             self.changed()
 
 
-class _Conn:
+class _Conn(WsConn):
     def __init__(self, fake: FakeElevenLabs, ws: WebSocketConnection) -> None:
-        self.fake, self.ws = fake, ws
+        super().__init__(ws)
+        self.fake = fake
         self.started = False
         self.vad = EnergyVad()
         self.event_ids = itertools.count(1)
         self.last_audio_id = 0
         self.open_calls: set[str] = set()
         self.reply: trio.CancelScope | None = None
-        self.nursery: trio.Nursery | None = None
-
-    async def send(self, message: dict[str, Any]) -> None:
-        try:
-            await self.ws.send_message(json.dumps(message))
-        except ConnectionClosed:
-            pass
 
     async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            self.nursery = nursery
-            try:
-                while not self.ws.closed:
-                    await self.handle(await self.ws.get_message())
-            except ConnectionClosed:
-                pass
-            nursery.cancel_scope.cancel()
+        await self.serve_messages()
 
     async def handle(self, raw: str | bytes) -> None:
         try:

@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from fakes import EnergyVad, WsFake, linear_to_ulaw
+from fakes import EnergyVad, WsConn, WsFake, linear_to_ulaw
 
 API_KEY = "AIzaFake0123456789abcdefghijklmnopqrstu"
 PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
@@ -89,9 +89,10 @@ class FakeGemini(WsFake):
         await self.connected(run)
 
 
-class _Conn:
+class _Conn(WsConn):
     def __init__(self, fake: FakeGemini, ws: WebSocketConnection, number: int) -> None:
-        self.fake, self.ws, self.number = fake, ws, number
+        super().__init__(ws)
+        self.fake, self.number = fake, number
         self.setup: dict[str, Any] | None = None
         self.vad = EnergyVad()
         self.ids = itertools.count(1)
@@ -99,27 +100,13 @@ class _Conn:
         self.open_calls: set[str] = set()
         self.cancelled: set[str] = set()
         self.reply: trio.CancelScope | None = None
-        self.nursery: trio.Nursery | None = None
-
-    async def send(self, message: dict[str, Any]) -> None:
-        try:
-            await self.ws.send_message(json.dumps(message))
-        except ConnectionClosed:
-            pass
 
     async def close(self, code: int, reason: str) -> None:
         self.fake.closes.append((code, reason))
         await self.ws.aclose(code, reason)
 
     async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            self.nursery = nursery
-            try:
-                while not self.ws.closed:
-                    await self.handle(await self.ws.get_message())
-            except ConnectionClosed:
-                pass
-            nursery.cancel_scope.cancel()
+        await self.serve_messages()
 
     async def handle(self, raw: str | bytes) -> None:
         try:
