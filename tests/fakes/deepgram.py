@@ -27,7 +27,7 @@ import json
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+from trio_websocket import WebSocketConnection, WebSocketRequest
 
 from fakes import EnergyVad, WsConn, WsFake, tone
 

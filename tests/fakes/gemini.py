@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+from trio_websocket import WebSocketConnection, WebSocketRequest
 
 from fakes import EnergyVad, WsConn, WsFake, linear_to_ulaw
 
