@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import h11
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import WebSocketConnection, WebSocketRequest, serve_websocket
 
 from fakes import EnergyVad, Recorder, WsConn, tone
 
