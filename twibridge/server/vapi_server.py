@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from contextlib import AsyncExitStack
 from typing import Any, Mapping
 
 import httpx
@@ -129,10 +130,14 @@ async def _run(rt: Runtime, msg: Mapping[str, Any]) -> list[dict[str, str]]:
     info = info or CallInfo(call_sid=sid, stream_sid="")
     outcomes: dict[int, ToolOutcome] = {}
     tools = getattr(live, "tools", None)
-    async with httpx.AsyncClient(timeout=None, follow_redirects=False) as client:
-        # A live call's own executor: its config (its route's functions) and its built-ins.
-        executor = tools.executor if tools is not None else Executor(rt.config.tools, lambda: client,
-                                                                      metrics=rt.metrics)
+    async with AsyncExitStack() as stack:
+        # A live call's own executor (its config: its route's functions; its built-ins; its client);
+        # else one for this request, with a client of its own.
+        if tools is not None:
+            executor: Executor = tools.executor
+        else:
+            client = await stack.enter_async_context(httpx.AsyncClient(timeout=None, follow_redirects=False))
+            executor = Executor(rt.config.tools, lambda: client, metrics=rt.metrics)
 
         async def one(i: int, call_id: str, name: str, args: Any) -> None:
             outcomes[i] = await executor.run(info, call_id, name, args, allowed=allowed)
