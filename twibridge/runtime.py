@@ -64,13 +64,6 @@ class Runtime:
     def active(self) -> int:
         return len(self.calls) + self.pending
 
-    async def cluster_active(self) -> int:
-        """Live calls for ``max_calls``: the registry's count (cluster-wide with
-        a shared backend), never less than this process's own; local on timeout."""
-        with trio.move_on_after(self.config.state.timeout_s):
-            return max(self.active, await self.registry.count() + self.pending)
-        return self.active
-
     def notify_calls_changed(self) -> None:
         self.calls_changed.set()
         self.calls_changed = trio.Event()
