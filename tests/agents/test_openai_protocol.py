@@ -44,7 +44,7 @@ def test_session_update_is_the_ga_shape() -> None:
     assert [t["name"] for t in s["tools"]] == ["end_call", "transfer_to_human"]
     assert all(t["type"] == "function" and t["parameters"]["type"] == "object" for t in s["tools"])
     # transfer takes no number: the model must not pick where a call goes
-    assert set(s["tools"][1]["parameters"]["properties"]) == {"reason"}
+    assert set(s["tools"][1]["parameters"]["properties"]) == {"reason", "summary"}  # a summary, no number
     # nothing of the retired beta
     flat = json.dumps(msg)
     for beta in ("g711_ulaw", "input_audio_format", "output_audio_format", "modalities\""):
