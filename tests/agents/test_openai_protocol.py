@@ -165,6 +165,18 @@ def test_transfer_function_answers_then_lets_the_model_speak() -> None:
     assert [json.loads(m)["type"] for m in conn.data_to_send()] == ["conversation.item.create", "response.create"]
 
 
+def test_transfer_carries_the_models_summary_for_a_warm_transfer() -> None:
+    conn = ready_conn()
+    events = conn.receive(ev("response.function_call_arguments.done", response_id="r", item_id="fc",
+                             output_index=1, call_id="call_2", name="transfer_to_human",
+                             arguments='{"reason":"billing","summary":"  Ana wants a refund.  "}'))
+    assert events == [TransferRequest(None, "Ana wants a refund.")]
+    long = conn.receive(ev("response.function_call_arguments.done", response_id="r", item_id="fc2",
+                           output_index=1, call_id="call_3", name="transfer_to_human",
+                           arguments=json.dumps({"summary": "x" * 5000})))
+    assert isinstance(long[0], TransferRequest) and long[0].summary is not None and len(long[0].summary) == 600
+
+
 def test_other_functions_go_to_the_tools_executor() -> None:
     conn = ready_conn()
     events = conn.receive(ev("response.function_call_arguments.done", call_id="c1", name="get_weather",
