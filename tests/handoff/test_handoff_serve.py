@@ -14,6 +14,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
@@ -47,7 +48,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_warm_transfer_through_a_real_serve(tmp_path: Path) -> None:
+@pytest.mark.parametrize("answer", ["human", "no-answer"])
+async def test_warm_transfer_through_a_real_serve(answer: str, tmp_path: Path) -> None:
     agent = HostileAgent(lambda conn: [{"type": "transfer", "summary": "Refund for order 42."}] if conn == 1 else [])
     twilio = FakeTwilioRest()
     port = free_port()
@@ -73,16 +75,25 @@ async def test_warm_transfer_through_a_real_serve(tmp_path: Path) -> None:
                     assert said == "A caller from 1 5 5 5 7 6 5 4 3 2 1. Refund for order 42."
                     await leg.collect(until_ms_of_audio=300, idle_s=5)  # the hold sound
                     assert await twilio.advance(human.sid, "ringing") == 204
-                    assert await twilio.advance(human.sid, "in-progress", "human") == 204
-                    caller = twilio.calls[call_sid]
-                    with contextlib.suppress(ConnectionClosed):  # the bridge closes the stream once moved
-                        while not caller.twiml:
-                            await leg.collect(idle_s=0.2)  # keep reading, as Twilio does
-                    name = conference.conference_name(call_sid)
-                    assert ET.fromstring(caller.twiml[0]).findtext("Dial/Conference") == name
-                    assert twilio.conferences == {name: [human.sid, call_sid]}
+                    if answer == "no-answer":
+                        assert await twilio.advance(human.sid, "no-answer") == 204
+                        (failed,) = await agent.wait_for(lambda: agent.of_type("transfer_failed"), timeout=20)
+                        assert failed["reason"].startswith("nobody answered (no-answer)")
+                        assert twilio.calls[call_sid].twiml == []  # the caller stays with the agent
+                        await leg.stop()
+                    else:
+                        assert await twilio.advance(human.sid, "in-progress", "human") == 204
+                        caller = twilio.calls[call_sid]
+                        with contextlib.suppress(ConnectionClosed):  # the bridge closes the stream once moved
+                            while not caller.twiml:
+                                await leg.collect(idle_s=0.2)  # keep reading, as Twilio does
+                        name = conference.conference_name(call_sid)
+                        assert ET.fromstring(caller.twiml[0]).findtext("Dial/Conference") == name
+                        assert twilio.conferences == {name: [human.sid, call_sid]}
                 ended = await sp.wait_for(lambda line: line.get("event") == "call.ended", timeout=20)
-                assert ended["outcome"] == "transferred" and ended["transfers"][0]["outcome"] == "answered"
+                outcome = "answered" if answer == "human" else "no-answer"
+                assert ended["outcome"] == ("transferred" if answer == "human" else "completed")
+                assert ended["transfers"][0]["outcome"] == outcome
                 assert [e["delivered"] for e in sp.events("transfer.status")] == [True, True]
             finally:
                 assert await sp.stop() == 0
