@@ -463,6 +463,10 @@ async def run_async(plan: Plan) -> dict[str, Any]:
         from bench import first_audio
 
         out["first_audio"] = await first_audio.section(plan)
+    if "pickup" in plan.sections:
+        from bench import pickup
+
+        out["pickup"] = await pickup.section(plan.quick)
     if "agent" in plan.sections:
         from bench import sample_leg
 
@@ -525,11 +529,16 @@ def print_report(res: dict[str, Any]) -> None:
     if "first_audio" in res:
         p("## Time to first audio: agent's send → `media` on the Twilio socket (`provider = \"websocket\"`)\n\n"
           + report.first_audio_table(res["first_audio"]) + "\n")
+    if "pickup" in res:
+        from bench.pickup import pickup_table
+
+        p("## Pickup: the stream's `start` → the first audio the caller hears (`simulate-call --server`)\n\n"
+          + pickup_table(res["pickup"]) + "\n")
     if "codec_table" in res:
         p("## Codec (bench.codec)\n\n" + res["codec_table"] + "\n")
 
 
-SECTIONS = ["startup", "codec", "capacity", "latency", "barge", "first-audio", "workers", "agent"]
+SECTIONS = ["startup", "codec", "capacity", "latency", "barge", "first-audio", "pickup", "workers", "agent"]
 #: Sections only ``--only`` runs (never part of the default run).
 OPT_IN = ["gemini"]
 

@@ -44,7 +44,7 @@ def test_session_update_is_the_ga_shape() -> None:
     assert [t["name"] for t in s["tools"]] == ["end_call", "transfer_to_human"]
     assert all(t["type"] == "function" and t["parameters"]["type"] == "object" for t in s["tools"])
     # transfer takes no number: the model must not pick where a call goes
-    assert set(s["tools"][1]["parameters"]["properties"]) == {"reason"}
+    assert set(s["tools"][1]["parameters"]["properties"]) == {"reason", "summary"}  # a summary, no number
     # nothing of the retired beta
     flat = json.dumps(msg)
     for beta in ("g711_ulaw", "input_audio_format", "output_audio_format", "modalities\""):
@@ -163,6 +163,18 @@ def test_transfer_function_answers_then_lets_the_model_speak() -> None:
                              arguments='{"reason":"billing","to":"+19005550000"}'))
     assert events == [TransferRequest(None)]  # a number the model made up is ignored
     assert [json.loads(m)["type"] for m in conn.data_to_send()] == ["conversation.item.create", "response.create"]
+
+
+def test_transfer_carries_the_models_summary_for_a_warm_transfer() -> None:
+    conn = ready_conn()
+    events = conn.receive(ev("response.function_call_arguments.done", response_id="r", item_id="fc",
+                             output_index=1, call_id="call_2", name="transfer_to_human",
+                             arguments='{"reason":"billing","summary":"  Ana wants a refund.  "}'))
+    assert events == [TransferRequest(None, "Ana wants a refund.")]
+    long = conn.receive(ev("response.function_call_arguments.done", response_id="r", item_id="fc2",
+                           output_index=1, call_id="call_3", name="transfer_to_human",
+                           arguments=json.dumps({"summary": "x" * 5000})))
+    assert isinstance(long[0], TransferRequest) and long[0].summary is not None and len(long[0].summary) == 600
 
 
 def test_other_functions_go_to_the_tools_executor() -> None:

@@ -262,6 +262,10 @@ def test_transfer_update_number_and_unsupported_destinations() -> None:
     assert vp.VapiStream().text(msg(type="transfer-update", destination={"type": "number", "number": "+15557654321"})) \
         == [TransferRequest("+15557654321")]
     assert vp.VapiStream().text(msg(type="transfer-update")) == [TransferRequest(None)]
+    assert vp.VapiStream().text(msg(type="transfer-update", summary="Ana, refund")) \
+        == [TransferRequest(None, "Ana, refund")]
+    assert vp.VapiStream().text(tool_calls("transfer_to_human", {"summary": "Ana, refund"})) \
+        == [TransferRequest(None, "Ana, refund")]
     events = vp.VapiStream().text(msg(type="transfer-update", destination={"type": "assistant", "assistantName": "b"}))
     assert len(events) == 1 and isinstance(events[0], AgentNotice)
 

@@ -80,6 +80,8 @@ def test_every_agent_message() -> None:
     assert conn.receive(msg("hangup")) == [HangupRequest("agent")]
     assert conn.receive(msg("transfer", to="+15550001111")) == [TransferRequest("+15550001111")]
     assert conn.receive(msg("transfer")) == [TransferRequest(None)]
+    assert conn.receive(msg("transfer", summary="Ana, refund")) == [TransferRequest(None, "Ana, refund")]
+    assert conn.receive(msg("transfer", summary=42)) == [TransferRequest(None)]  # not a string: no summary
     assert conn.receive(msg("transcript", role="user", text="hi")) == [Transcript("user", "hi")]
     assert conn.receive(msg("error", message="tts slow", code="tts")) == [AgentNotice("tts slow", "tts")]
 

@@ -34,7 +34,10 @@ def test_allow_takes_numbers_and_prefixes() -> None:
     ({"to": "555-1234"}, "transfer.to: expected an E.164 number"),
     ({"allow": ["+1555*"]}, "transfer.allow[0]: expected an E.164 number or prefix"),
     ({"allow": ["1555"]}, "transfer.allow[0]"),
-    ({"mode": "warm"}, "transfer.mode: unknown key"),
+    ({"mode": "lukewarm"}, "transfer.mode"),
+    ({"ring_timeout_s": 0}, "transfer.ring_timeout_s"),
+    ({"announce": "Call from {caller}"}, "transfer.announce: unknown placeholder '{caller}'"),
+    ({"mode": "warm"}, "transfer.mode = \"warm\": server.public_url is required"),
 ])
 def test_bad_values_name_the_key(values: dict[str, object], line: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -45,3 +48,12 @@ def test_bad_values_name_the_key(values: dict[str, object], line: str) -> None:
 def test_env_takes_a_json_list() -> None:
     data = apply_env({}, {"TWIBRIDGE_TRANSFER_ALLOW": '["+1555777"]', "TWIBRIDGE_TRANSFER_TO": "+15550004444"})
     assert build_config(data).transfer.allow == ["+1555777"]
+
+
+def test_warm_keys_and_their_defaults() -> None:
+    cfg = build_config({}).transfer
+    assert (cfg.mode, cfg.to, cfg.ring_timeout_s, cfg.announce, cfg.hold_sound) == (
+        "cold", "", 20, "Transferring a caller from {from}. {summary}", "")
+    ok = build_config({"transfer": {"mode": "warm", "to": "+15550004444", "ring_timeout_s": 30},
+                       "server": {"public_url": "https://bridge.example.com"}})
+    assert ok.transfer.mode == "warm" and ok.transfer.ring_timeout_s == 30

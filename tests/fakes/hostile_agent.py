@@ -21,6 +21,7 @@ class HostileAgent(Recorder):
         self.script = script
         self.connections = 0
         self.closed_codes: list[int | None] = []
+        self.audio_frames = 0  # binary messages: caller audio
         self.url = ""
 
     async def serve(self, nursery: trio.Nursery) -> str:
@@ -42,6 +43,9 @@ class HostileAgent(Recorder):
                 msg = await ws.get_message()
                 if isinstance(msg, str):
                     self.record(json.loads(msg))
+                else:
+                    self.audio_frames += 1
+                    self.changed()
         except ConnectionClosed as exc:
             self.closed_codes.append(exc.reason.code)
             self.changed()

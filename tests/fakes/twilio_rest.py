@@ -1,12 +1,21 @@
-"""A fake Twilio REST API (Calls create / update) on 127.0.0.1, and a raw-ASGI server helper.
+"""A fake Twilio REST API (Calls create / update / fetch) on 127.0.0.1, and a raw-ASGI server helper.
 
-It answers like api.twilio.com for the three operations twibridge uses
+It answers like api.twilio.com for the operations twibridge uses
 (twilio-media-streams.md §7): form POSTs with HTTP basic auth (AccountSid,
 AuthToken), JSON replies with Twilio's error shape ``{code, message,
 more_info, status}``; 401/20003 for bad credentials, 404/20404 for a call
 that is unknown or already ended, 400/21211/21212/21210 for bad numbers.
 Every request is recorded (form fields as lists: Twilio repeats keys such
 as ``StatusCallbackEvent``).
+
+A call it placed moves only when the test says (:meth:`FakeTwilioRest.advance`):
+then, like Twilio, it posts the call's ``StatusCallback`` (for the events the
+call subscribed to) signed with ``X-Twilio-Signature`` — computed by
+twilio-python's own ``RequestValidator``, not by the code under test.
+``Status=canceled`` only affects a queued or ringing call (an answered one
+is left in progress, as Twilio does).  A leg whose TwiML holds
+``<Dial><Conference>`` is recorded in :attr:`FakeTwilioRest.conferences`
+once in progress.
 
 ``serve_asgi`` runs any raw ASGI app under Hypercorn on port 0 (raw ASGI, not
 Quart: quart-trio's HTTP close bug would leak sockets, stack-notes §1);
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import json
+import xml.etree.ElementTree as ET
 import queue
 import re
 import secrets
@@ -27,7 +37,9 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 from urllib.parse import parse_qs
 
+import httpx
 import trio
+from twilio.request_validator import RequestValidator
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
@@ -98,6 +110,9 @@ class FakeCall:
     to: str = ""
     from_: str = ""
     twiml: list[str] = field(default_factory=list)
+    answered_by: str = ""
+    status_callback: str = ""
+    events: tuple[str, ...] = ()
 
 
 @dataclass
@@ -122,6 +137,10 @@ class FakeTwilioRest:
         self.delay_s = 0.0
         #: Answer the next request with this (status, body) instead.
         self.fail_next: tuple[int, dict[str, Any]] | None = None
+        #: Conference name → the CallSids of the legs in it.
+        self.conferences: dict[str, list[str]] = {}
+        #: Status callbacks posted: (url, form, the receiver's HTTP status).
+        self.callbacks: list[tuple[str, dict[str, str], int]] = []
 
     def add_call(self, sid: str | None = None) -> str:
         """A live call the bridge may hang up or transfer."""
@@ -202,6 +221,11 @@ class FakeTwilioRest:
     def _handle(self, req: RestRequest) -> tuple[int, dict[str, Any]]:
         if not req.authorized:
             return twilio_error(401, 20003, "Authenticate")
+        if req.method == "GET" and (m := _CALL.match(req.path)):
+            call = self.calls.get(m["ca"]) if m["ac"] == self.account_sid else None
+            if call is None:
+                return twilio_error(404, 20404, f"The requested resource {req.path} was not found")
+            return 200, self._resource(call)
         if req.method != "POST":
             return twilio_error(405, 20004, "Method not allowed")
         one = {k: v[-1] for k, v in req.form.items()}
@@ -223,11 +247,54 @@ class FakeTwilioRest:
             return twilio_error(400, 21220, "Twiml and Url are mutually exclusive")
         if form.get("Status") == "completed":
             call.status = "completed"
+        elif form.get("Status") == "canceled":
+            if call.status in ("queued", "initiated", "ringing"):  # no effect once answered
+                call.status = "canceled"
+        elif form.get("Status"):
+            return twilio_error(400, 21218, f"Invalid Status: {form['Status']}")
         elif "Twiml" in form:
             call.twiml.append(form["Twiml"])
+            self._join(call)
         elif "Url" not in form:
             return twilio_error(400, 20001, "Nothing to update")
-        return 200, {"sid": sid, "status": call.status, "account_sid": self.account_sid}
+        return 200, self._resource(call)
+
+    def _resource(self, call: FakeCall) -> dict[str, Any]:
+        return {"sid": call.sid, "status": call.status, "account_sid": self.account_sid, "to": call.to,
+                "from": call.from_, "answered_by": call.answered_by or None}
+
+    def _join(self, call: FakeCall) -> None:
+        """A live leg whose TwiML dials a conference is in it."""
+        if call.status != "in-progress" or not call.twiml:
+            return
+        for conf in ET.fromstring(call.twiml[-1]).iter("Conference"):
+            members = self.conferences.setdefault((conf.text or "").strip(), [])
+            if call.sid not in members:
+                members.append(call.sid)
+
+    async def advance(self, sid: str, status: str, answered_by: str = "") -> int | None:
+        """Move a call the bridge placed (``ringing``, ``in-progress``, ``busy``, ``no-answer``,
+        ``completed``…) and post its status callback like Twilio; the receiver's HTTP status
+        (None when the call subscribed to no such event)."""
+        call = self.calls[sid]
+        call.status, call.answered_by = status, answered_by or call.answered_by
+        self._join(call)
+        event = {"ringing": "ringing", "in-progress": "answered"}.get(status, "completed")
+        if not call.status_callback or event not in call.events:
+            return None
+        form = {"AccountSid": self.account_sid, "CallSid": sid, "CallStatus": status, "To": call.to,
+                "From": call.from_, "Direction": "outbound-api", "ApiVersion": "2010-04-01"}
+        if call.answered_by:
+            form["AnsweredBy"] = call.answered_by
+        signature = RequestValidator(self.auth_token).compute_signature(call.status_callback, form)
+        async with httpx.AsyncClient(timeout=5) as client:
+            resp = await client.post(call.status_callback, data=form, headers={"X-Twilio-Signature": signature})
+        self.callbacks.append((call.status_callback, form, resp.status_code))
+        return resp.status_code
+
+    def placed(self) -> list[FakeCall]:
+        """The calls created through ``Calls.json``, oldest first."""
+        return [c for c in self.calls.values() if c.to]
 
     def _create(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         to, from_ = form.get("To", ""), form.get("From", "")
@@ -239,9 +306,17 @@ class FakeTwilioRest:
             return twilio_error(400, 21210, f"'From' phone number not verified: {from_}")
         if not (form.get("Url") or form.get("Twiml")):
             return twilio_error(400, 21205, "Url or Twiml is required")
+        if "Url" in form and "Twiml" in form:
+            return twilio_error(400, 21220, "Twiml and Url are mutually exclusive")
         if form.get("MachineDetection", "Enable") not in ("Enable", "DetectMessageEnd"):
             # Twilio documents only these two values; anything else is a 400.
             return twilio_error(400, 21626, f"Invalid MachineDetection: {form['MachineDetection']}")
+        timeout = form.get("MachineDetectionTimeout")
+        if timeout is not None and not (timeout.isdigit() and 3 <= int(timeout) <= 59):
+            return twilio_error(400, 21626, f"Invalid MachineDetectionTimeout: {timeout}")
         sid = "CA" + secrets.token_hex(16)
-        self.calls[sid] = FakeCall(sid, status="queued", to=to, from_=from_)
-        return 201, {"sid": sid, "status": "queued", "to": to, "from": from_, "account_sid": self.account_sid}
+        events = tuple(self.requests[-1].form.get("StatusCallbackEvent", [])) or ("completed",)
+        self.calls[sid] = FakeCall(sid, status="queued", to=to, from_=from_,
+                                   twiml=[form["Twiml"]] if form.get("Twiml") else [],
+                                   status_callback=form.get("StatusCallback", ""), events=events)
+        return 201, self._resource(self.calls[sid])

@@ -194,3 +194,50 @@ async def test_update_twiml_replaces_the_calls_twiml() -> None:
         with pytest.raises(TwilioRestError) as info:
             await rest.update_twiml("CA" + "9" * 32, "<Response/>")
         assert info.value.not_found
+
+
+# -- a warm transfer's human leg (issue #21) ---------------------------------------------------
+
+
+async def test_create_call_with_twiml_and_quick_machine_detection() -> None:
+    async with fake_rest() as (fake, rest):
+        sid = await rest.create_call(CUSTOMER, OWNED_NUMBER, twiml="<Response><Say>hi</Say></Response>",
+                                     status_callback="https://bridge.example.com/transfer-status?call=CA1",
+                                     machine_detection=True, detect_message_end=False,
+                                     machine_detection_timeout_s=8)
+        form = fake.requests[-1].form
+        assert form["Twiml"] == ["<Response><Say>hi</Say></Response>"] and "Url" not in form
+        assert (form["MachineDetection"], form["MachineDetectionTimeout"]) == (["Enable"], ["8"])
+        assert fake.calls[sid].twiml == ["<Response><Say>hi</Say></Response>"]
+        with pytest.raises(TwilioRestError, match="exactly one of url and twiml"):
+            await rest.create_call(CUSTOMER, OWNED_NUMBER)
+        with pytest.raises(TwilioRestError, match="exactly one of url and twiml"):
+            await rest.create_call(CUSTOMER, OWNED_NUMBER, url="https://x/voice", twiml="<Response/>")
+
+
+async def test_call_status_reads_the_resource() -> None:
+    async with fake_rest() as (fake, rest):
+        sid = await rest.create_call(CUSTOMER, OWNED_NUMBER, twiml="<Response/>")
+        assert await rest.call_status(sid) == ("queued", "")
+        await fake.advance(sid, "in-progress", "machine_start")
+        assert await rest.call_status(sid) == ("in-progress", "machine_start")
+        assert fake.requests[-1].method == "GET"
+        with pytest.raises(TwilioRestError) as info:
+            await rest.call_status("CA" + "9" * 32)
+        assert info.value.not_found
+
+
+@pytest.mark.parametrize(("status", "answered", "sent", "final"), [
+    ("ringing", False, ["canceled"], "canceled"),
+    ("in-progress", False, ["canceled", "completed"], "completed"),  # canceled does nothing once answered
+    ("in-progress", True, ["completed"], "completed"),
+])
+async def test_end_leg_cancels_a_ringing_call_and_hangs_up_an_answered_one(
+        status: str, answered: bool, sent: list[str], final: str) -> None:
+    async with fake_rest() as (fake, rest):
+        sid = await rest.create_call(CUSTOMER, OWNED_NUMBER, twiml="<Response/>")
+        await fake.advance(sid, status)
+        await rest.end_leg(sid, answered=answered)
+        assert [r.form["Status"][0] for r in fake.requests if "Status" in r.form] == sent
+        assert fake.calls[sid].status == final
+        await rest.end_leg(sid, answered=True)  # already ended: done, no error

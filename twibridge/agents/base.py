@@ -42,6 +42,19 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+#: Longest transfer summary kept from an agent (it is spoken to the human).
+MAX_SUMMARY_CHARS = 600
+#: The ``summary`` parameter every provider's ``transfer_to_human`` declares (issue #21).
+SUMMARY_PARAMETER = {"type": "string", "description": "For the person taking the call: who the caller is and "
+                     "what they need, in one or two sentences, so they need not repeat themselves."}
+
+
+def summary_of(args: Mapping[str, Any]) -> str | None:
+    """A transfer request's ``summary`` (a string), clipped; None when absent."""
+    value = args.get("summary")
+    return clip(value.strip(), MAX_SUMMARY_CHARS) if isinstance(value, str) and value.strip() else None
+
+
 
 # Defined in the tools wing (below this one); re-exported: providers import them from here.
 from twibridge.tools.spec import ToolCall as ToolCall
@@ -129,7 +142,11 @@ class HangupRequest:
 
 @dataclass(frozen=True, slots=True)
 class TransferRequest:
-    to: str | None = None  # None: use [fallback] dial
+    """The agent asks for a person: ``to`` (None: ``[transfer] to``), and a
+    ``summary`` of the call so far that a warm transfer speaks to the human."""
+
+    to: str | None = None
+    summary: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

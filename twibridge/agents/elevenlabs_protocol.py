@@ -35,6 +35,7 @@ import json
 from typing import Any, Iterable, Mapping
 
 from twibridge.agents.base import (
+    summary_of,
     AgentEvent, AgentFailed, AgentProtocolError, AudioOut, CallInfo, HangupRequest, ReplyDone, SpeechStarted,
     ToolCall, Transcript, TransferRequest,
 )
@@ -217,6 +218,6 @@ class ElevenLabsConnection:
             self._outbox.append(build_tool_result(call_id, {"ok": True, "status": status}))
             reason = params.get("reason") if isinstance(params.get("reason"), str) else ""
             return [HangupRequest(f"{END_CALL}: {reason}" if reason else END_CALL)
-                    if name == END_CALL else TransferRequest(None)]
+                    if name == END_CALL else TransferRequest(None, summary_of(params))]
         self._open_calls.add(call_id)
         return [ToolCall(call_id, name, _dump(params))]

@@ -41,6 +41,7 @@ import json
 from typing import Any, Iterable, Mapping
 
 from twibridge.agents.base import (
+    SUMMARY_PARAMETER, summary_of,
     AgentDisconnected, AgentEvent, AgentProtocolError, AudioOut, HangupRequest, ReplyDone, SpeechStarted,
     ToolCall, ToolSpec, Transcript, TransferRequest,
 )
@@ -50,12 +51,14 @@ from twibridge.audio.resample import Downsampler16kTo8k, Downsampler24kTo8k, Ups
 END_CALL = "end_call"
 TRANSFER = "transfer_to_human"
 INPUT_MIME = "audio/pcm;rate=16000"
-_REASON = {"type": "object", "properties": {"reason": {"type": "string", "description": "Why, in a few words."}}}
+_WHY: dict[str, Any] = {"type": "string", "description": "Why, in a few words."}
+_REASON = {"type": "object", "properties": {"reason": _WHY}}
+_TRANSFER = {"type": "object", "properties": {"reason": _WHY, "summary": SUMMARY_PARAMETER}}
 BUILTIN_DECLARATIONS: tuple[dict[str, Any], ...] = (
     {"name": END_CALL, "description": "Hang up the phone call. Say goodbye first; call this when the "
      "conversation is over.", "parameters": _REASON},
     {"name": TRANSFER, "description": "Transfer the caller to a human agent when they ask for one or you "
-     "cannot help.", "parameters": _REASON},
+     "cannot help.", "parameters": _TRANSFER},
 )
 
 
@@ -278,7 +281,7 @@ class GeminiConnection:
                 self._outbox.append(build_tool_response(call_id, name, {"ok": True, "status": status}))
                 reason = args.get("reason") if isinstance(args.get("reason"), str) else ""
                 events.append(HangupRequest(f"{END_CALL}: {reason}" if reason else END_CALL)
-                              if name == END_CALL else TransferRequest(None))
+                              if name == END_CALL else TransferRequest(None, summary_of(args)))
                 continue
             self._open_calls[call_id] = name
             events.append(ToolCall(call_id, name, _dump(args)))

@@ -11,7 +11,7 @@ import base64
 import json
 from typing import Any, Iterable
 
-from twibridge.agents.base import ToolSpec
+from twibridge.agents.base import SUMMARY_PARAMETER, ToolSpec
 
 AUDIO_FORMAT = {"type": "audio/pcmu"}
 #: μ-law 8 kHz: 8 bytes per millisecond.
@@ -43,7 +43,8 @@ TOOLS: tuple[dict[str, Any], ...] = (
         "type": "function", "name": TRANSFER,
         "description": "Transfer the caller to a human agent when they ask for one or you cannot help.",
         "parameters": {"type": "object", "properties": {
-            "reason": {"type": "string", "description": "Why the caller needs a human, in a few words."}}},
+            "reason": {"type": "string", "description": "Why the caller needs a human, in a few words."},
+            "summary": SUMMARY_PARAMETER}},
     },
 )
 

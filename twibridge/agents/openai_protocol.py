@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from twibridge.agents.base import (
+    summary_of,
     MAX_ITEM_ID_CHARS, MAX_NOTICE_CHARS, MAX_TRANSCRIPT_CHARS,
     AgentEvent, AgentFailed, AgentNotice, AgentProtocolError, AudioOut, HangupRequest, ReplyDone,
     SpeechStarted, ToolCall, ToolSpec, Transcript, TransferRequest, Usage, clip,
@@ -360,7 +361,7 @@ class RealtimeConnection:
             # Let the model tell the caller while the bridge dials.
             self._outbox += [build_function_call_output(call_id, {"ok": True, "status": "transferring"}),
                              build_response_create()]
-            return [TransferRequest(None)]
+            return [TransferRequest(None, summary_of(args))]
         # Everything else is the bridge's tools executor's (unknown names included: it answers them).
         self.tools_pending.add(call_id)
         return [ToolCall(call_id, name, arguments if isinstance(arguments, str) else json.dumps(arguments))]

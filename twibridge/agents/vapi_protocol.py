@@ -48,6 +48,7 @@ from twibridge.agents.vapi_call import build_create_call as build_create_call
 from twibridge.agents.vapi_call import error_text as error_text
 from twibridge.agents.vapi_call import parse_create_call as parse_create_call
 from twibridge.agents.base import (
+    summary_of,
     AgentDisconnected, AgentEvent, AgentFailed, AgentNotice, AgentProtocolError, AudioOut, CallInfo,
     HangupRequest, ReplyDone, SpeechStarted, Transcript, TransferRequest,
 )
@@ -271,7 +272,7 @@ class VapiStream:
             if name in TRANSFER_TOOLS:  # a model-written target counts only if the tool declares it
                 allowed = declared.get(name, set())
                 return self._terminal("transfer", TransferRequest(
-                    to=transfer_target({k: v for k, v in args.items() if k in allowed})))
+                    to=transfer_target({k: v for k, v in args.items() if k in allowed}), summary=summary_of(args)))
         return []  # other tools belong to the assistant's server URL
 
     def _transfer_update(self, msg: Mapping[str, Any]) -> list[AgentEvent]:
@@ -282,7 +283,7 @@ class VapiStream:
             return [AgentNotice(f"vapi transfer to a {dest.get('type')!s:.20} destination ignored",
                                 code="vapi.transfer_unsupported")]
         to = transfer_target({"destination": dest}) if dest is not None else None
-        return self._terminal("transfer", TransferRequest(to=to))
+        return self._terminal("transfer", TransferRequest(to=to, summary=summary_of(msg)))
 
     def _ended(self, msg: Mapping[str, Any], source: str) -> list[AgentEvent]:
         reason = str(msg.get("endedReason") or "")[:80]

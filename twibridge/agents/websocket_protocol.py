@@ -35,6 +35,7 @@ from collections import deque
 from typing import Any, Iterable, Mapping
 
 from twibridge.agents.base import (
+    summary_of,
     MAX_ITEM_ID_CHARS, MAX_NOTICE_CHARS, MAX_TRANSCRIPT_CHARS,
     AgentEvent, AgentFailed, AgentNotice, AgentProtocolError, AudioOut, CallInfo, HangupRequest,
     ReplyDone, SpeechStarted, ToolCall, Transcript, TransferRequest, clip,
@@ -183,7 +184,7 @@ class AgentConnection:
         if kind == "hangup":
             return [HangupRequest(_str(m, "reason", optional=True) or "agent")]
         if kind == "transfer":
-            return [TransferRequest(_str(m, "to", optional=True) or None)]
+            return [TransferRequest(_str(m, "to", optional=True) or None, summary_of(m))]
         if kind == "transcript":
             role = _str(m, "role")
             if role not in ROLES:

@@ -26,3 +26,15 @@ def tone_ulaw(freq_hz: float = 440.0, ms: int = 300) -> bytes:
     samples = [round(peak * min(1.0, i / fade, (n - 1 - i) / fade) * math.sin(2 * math.pi * freq_hz * i / RATE))
                for i in range(n)]
     return pcm16_to_ulaw(struct.pack(f"<{n}h", *samples))
+
+
+#: μ-law silence (the code for a zero sample).
+SILENCE = b"\xff"
+
+
+@lru_cache(maxsize=1)
+def hold_tone() -> bytes:
+    """The built-in hold sound: a soft two-note chime, then quiet, 3 s per loop
+    (the caller hears that the line is alive, not music they did not choose)."""
+    quiet = SILENCE * (RATE * 2500 // 1000)
+    return tone_ulaw(523.25, 250) + tone_ulaw(659.25, 250) + quiet

@@ -32,11 +32,13 @@ from typing import Awaitable, TypeVar
 
 import trio
 
+from twibridge.config import Config
 from twibridge.logs import get_logger
 from twibridge.runtime import Runtime
 from twibridge.state.registry import CallRecord
 from twibridge.twilio import protocol as tw
 from twibridge.twilio import stream_token
+from twibridge.twilio.twiml import voicemail
 
 log = get_logger("twibridge.call.admission")
 
@@ -192,3 +194,18 @@ async def claim(rt: Runtime, record: CallRecord, remote: str) -> None:
         await bounded(rt, rt.registry.unregister(record.call_sid), None, "unregister")
         raise Refused("refused-busy", f"max_calls ({cfg.server.max_calls}) reached at start", CLOSE_TRY_AGAIN,
                       fallback=True)
+
+
+async def machine_answered(rt: Runtime, cfg: Config, call_sid: str, answered_by: str, to: str) -> str:
+    """/voice for an outbound call a machine answered: the voicemail TwiML (or a hang-up),
+    never the agent; the call goes into the history as ``voicemail`` / ``machine-hangup``."""
+    left = bool(cfg.outbound.voicemail_say)
+    outcome = "voicemail" if left else "machine-hangup"
+    log.info("voice.machine_answered", call_sid=call_sid, answered_by=answered_by, outcome=outcome)
+    summary = {"call_sid": call_sid, "outcome": outcome, "reason": f"answered by {answered_by}",
+               "to_number": to, "duration_s": 0.0}
+    with trio.move_on_after(cfg.state.timeout_s):
+        await rt.registry.unregister(call_sid, summary)  # history only: no stream ever opens
+    if rt.metrics:
+        rt.metrics.call_ended(summary, [], [])
+    return voicemail(cfg.outbound.voicemail_say)

@@ -37,7 +37,9 @@ class CallControl:
         #: Why the last :meth:`transfer` did not happen (for the agent).
         self.transfer_error = ""
 
-    def _rest(self, action: str) -> TwilioRest | None:
+    def rest_for(self, action: str) -> TwilioRest | None:
+        """A REST client for ``action`` on this call, or None (logged) when this
+        stream's CallSid is not proven or REST is not configured."""
         if not self.trusted:
             log.warning("control.untrusted_stream", action=action,
                         hint="no stream token proves this CallSid: set [twilio] trust_unsigned_streams = true "
@@ -52,7 +54,7 @@ class CallControl:
 
     async def hangup(self) -> bool:
         """End the call (an already-ended call counts as done)."""
-        rest = self._rest("hangup")
+        rest = self.rest_for("hangup")
         if rest is None:
             return False
         try:
@@ -74,7 +76,7 @@ class CallControl:
             else:
                 log.warning("control.transfer_no_target", hint="set [transfer] to (or [fallback] dial)")
             return False
-        rest = self._rest("transfer")
+        rest = self.rest_for("transfer")
         if rest is None:
             self.transfer_error = "transfer unavailable (no REST call control for this call)"
             return False
@@ -91,7 +93,7 @@ class CallControl:
         fb = self.config.fallback
         if not (fb.say or fb.dial):
             return False
-        rest = self._rest("fallback")
+        rest = self.rest_for("fallback")
         if rest is None:
             return False
         # Shielded: this runs while the call is being torn down.

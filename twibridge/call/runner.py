@@ -39,6 +39,7 @@ from twibridge.audio.g711 import ulaw_dbfs
 from twibridge.call import admission, builtins as bridge_tools
 from twibridge.call.control import CallControl
 from twibridge.call.jitter import JitterBuffer
+from twibridge.handoff.transfer import Handoff
 from twibridge.call.limits import CallStats, InboundRate, WarnLimiter
 from twibridge.logs import get_logger
 from twibridge.records.session import CallRecords
@@ -106,11 +107,12 @@ class Call(RecordsHooks):
         self.tools: CallTools | None = None
         self._scope = trio.CancelScope()
         self._in_send, self._in_recv = trio.open_memory_channel[tw.TwilioEvent](self.cfg.calls.inbound_queue_frames)
-        self._transferring = False  # a transfer ends the stream: its stop is no hang-up
+        self.transferring = False  # a transfer ends the stream: its stop is no hang-up
         self._last_media = trio.current_time()
         self._started_at = trio.current_time()
         self.records = CallRecords(self.cfg, self._started_at)  # transcript, report, recording
         self.agent_name = "default"  # the agent profile (routing may set it): the report's ``agent``
+        self.handoff = Handoff(self, rt.sounds.get("hold"))  # transfers to a human: cold or warm
 
     # ------------------------------------------------------------------ life
 
@@ -130,6 +132,7 @@ class Call(RecordsHooks):
                     await nursery.start(self.tools.run)  # type: ignore[union-attr]  # made by _prepare
                     nursery.start_soon(self.records.run_recording)
                     nursery.start_soon(self._agent_task)
+                    nursery.start_soon(self.handoff.run)
                     await self._inbound()
         except* _Ended:
             pass
@@ -286,7 +289,7 @@ class Call(RecordsHooks):
                 if isinstance(ev, tw.Stop):
                     # Recorded at once: the socket's close may cancel us before
                     # the inbound pump gets to it.
-                    if self._transferring:
+                    if self.transferring:
                         self._set_outcome("transferred", "stop after transfer")
                     self._set_outcome("completed", "stop from Twilio")
                 await self._in_send.send(ev)
@@ -314,7 +317,7 @@ class Call(RecordsHooks):
 
     async def _caller_audio(self, t_ms: int, frame: bytes) -> None:
         self.records.caller_audio(t_ms, frame)
-        if self.agent is not None:
+        if self.agent is not None and not self.speaker.held:  # on hold, the agent hears nothing
             self.agent.push_audio(frame)
         now = trio.current_time()
         speaking = self.speaker.speaking(now)
@@ -373,16 +376,7 @@ class Call(RecordsHooks):
             await self.control.hangup()
             self.end("agent-hangup", ev.reason)
         elif isinstance(ev, TransferRequest):
-            assert self.control is not None
-            await self.speaker.wait_played()
-            self._transferring = True  # before acting: the stop that follows is no hang-up
-            if await self.control.transfer(ev.to):
-                self.records.transfer_to = self.cfg.transfer.target(ev.to, self.cfg.fallback.dial)[0]
-                self.end("transferred", "transferred to a human")
-                return
-            self._transferring = False
-            if self.agent is not None:  # refused or failed: the agent is told, the call goes on
-                await self.agent.transfer_failed(self.control.transfer_error)
+            self.handoff.submit(ev)  # never waits: the call's transfer task runs it (cold or warm)
 
     async def barge_in(self, trigger: str, trigger_at: float, audio_ms: int | None = None) -> None:
         """The caller talks over the agent: stop, clear Twilio, tell the agent.

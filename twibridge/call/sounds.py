@@ -16,7 +16,7 @@ MAX_SOUND_S = 60.0
 
 
 #: Sound name → its config key (section, key).
-SOUND_KEYS = {"greeting": ("calls", "greeting_sound")}
+SOUND_KEYS = {"greeting": ("calls", "greeting_sound"), "hold": ("transfer", "hold_sound")}
 
 
 def _files(config: Config) -> dict[str, tuple[str, str]]:

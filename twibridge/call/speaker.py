@@ -69,6 +69,8 @@ class SpeakerStats:
     barge_ins: int = 0
     discarded_ms: int = 0
     reply_dropped_bytes: int = 0
+    #: Agent audio held back while the caller was on hold (a warm transfer ringing).
+    held_back_ms: int = 0
     #: When the call's first audio went out on the socket (pickup → audio).
     first_audio_at: float | None = None
     clear_latency_ms: list[float] = field(default_factory=list)
@@ -108,6 +110,8 @@ class Speaker:
         self.caller_end_at: float | None = None
         self._filler: LoopedReply | None = None
         self.tap: Any = None  # the recording: .played(at, ulaw) per chunk sent, .cleared(at) per clear
+        #: On hold (:meth:`hold`): the hold sound plays, the agent's audio is held back.
+        self.held = False
 
     # -- fed by the agent ----------------------------------------------------
 
@@ -115,6 +119,10 @@ class Speaker:
         """Queue reply audio; never waits (the writer drains at real time)."""
         if ev.item_id in self._cancelled:
             return  # late audio of a reply the caller already cut off
+        if self.held:  # the whole reply: none of it plays after the hold either
+            self.stats.held_back_ms += len(ev.ulaw) // tw.BYTES_PER_MS
+            self._cancelled.add(ev.item_id)
+            return
         buf = self._filling
         if buf is None or buf.item_id != ev.item_id:
             if buf is not None:
@@ -283,9 +291,10 @@ class Speaker:
     async def barge_in(self, trigger: str, trigger_at: float) -> Cut | None:
         """Stop talking now: cancel the turn, drop queued replies, ``clear`` Twilio.
 
-        Returns what was cut off (None when the agent was not speaking).
+        Returns what was cut off (None when the agent was not speaking, or the
+        caller is on hold: talking over hold music does not stop it).
         """
-        if not self.speaking(trio.current_time()):
+        if self.held or not self.speaking(trio.current_time()):
             return None
         current = self._current
         tp = current[1] if current else self._last_turn
@@ -313,7 +322,19 @@ class Speaker:
         # A cut thinking sound has item_id "": the agent is not told of it.
         return Cut(tp.item_id if tp else "", heard, tp.sent_ms if tp else 0, discarded, latency)
 
-    # -- bridge-made streams (the thinking sound, issue #17) -------------------
+    # -- bridge-made streams (the thinking sound, issue #17; hold, issue #21) ---
+
+    def hold(self, item_id: str, loop: bytes) -> None:
+        """Put the caller on hold: ``loop`` plays until :meth:`unhold`; meanwhile the
+        agent's audio is held back and a barge-in does not cut the loop."""
+        self.held = True
+        self._preempt_filler()  # a thinking sound gives way
+        self.start_filler(item_id, loop)
+
+    async def unhold(self) -> None:
+        """Off hold: the loop stops at once (``clear``), the agent may speak again."""
+        self.held = False
+        await self.stop_filler()
 
     def start_filler(self, item_id: str, loop: bytes) -> None:
         """Queue ``loop``, repeated, like a reply (behind one playing); it plays until

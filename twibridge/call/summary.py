@@ -41,5 +41,7 @@ def summarize(call: Any) -> dict[str, Any]:  # call: the runner's Call (typed An
         "transcript_dropped": call.stats.transcript.dropped, "warnings_suppressed": call.warn.suppressed,
         "tools": call.tools.report() if call.tools else [],
         "pickup_to_audio_ms": call.edges.pickup_to_audio_ms,
+        # Every transfer attempt (issue #21): mode, target, outcome, ring time; agent audio held back on hold.
+        "transfers": list(call.records.transfers), "held_back_ms": sp.held_back_ms,
     }
 

@@ -74,6 +74,9 @@ class Config(_Section):
     def _check_routing(self) -> Config:
         names = {f.name for f in self.tools.functions}  # a route's `tools` picks among [[tools.functions]]
         problems = _routing.problems(self.agent, self.agents, self.routes, self.routing, names)
+        if self.transfer.mode == "warm" and not self.server.public_url:
+            problems.append("transfer.mode = \"warm\": server.public_url is required (Twilio posts the human "
+                            "leg's status to <public_url>/transfer-status); env TWIBRIDGE_SERVER_PUBLIC_URL")
         if problems:
             raise ValueError("\n".join(problems))
         return self

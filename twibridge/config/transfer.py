@@ -14,13 +14,26 @@ twibridge dials only numbers the operator allowed:
 
 By default (``allow = []``) only ``to`` / ``[fallback] dial`` may be dialled;
 any other target is refused, logged and reported to the agent as a failed
-transfer.  More keys of this section (how a transfer is done) come later;
-this module is their home.
+transfer.
+
+How a transfer is done (issue #21):
+
+* ``mode`` — ``"cold"`` (the call's TwiML becomes ``<Dial>``: today's
+  behaviour) or ``"warm"`` (:mod:`twibridge.handoff.warm`: the human is rung
+  first and told ``announce``, the caller hears ``hold_sound`` meanwhile,
+  and only a person who answers is joined; otherwise the agent is told and
+  the call goes on).
+* ``ring_timeout_s`` — how long the human may take to answer (warm).
+* ``announce`` — what the human hears before being joined; ``{from}`` and
+  ``{summary}`` are replaced by the caller's number and the agent's summary.
+* ``hold_sound`` — a WAV looped to the caller while the human is rung (a
+  built-in soft tone when empty).
 """
 
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -28,11 +41,29 @@ from twibridge.config.sections import _Section
 
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _PREFIX = re.compile(r"^\+[1-9][0-9]{0,14}$")
+#: The placeholders ``announce`` may use; any other ``{…}`` is a typo caught at load.
+ANNOUNCE_FIELDS = ("{from}", "{summary}")
+_BRACED = re.compile(r"\{[^{}]*\}")
 
 
 class TransferConfig(_Section):
     to: str = ""
     allow: list[str] = Field(default_factory=list, max_length=1000)
+    mode: Literal["cold", "warm"] = "cold"
+    ring_timeout_s: int = Field(20, ge=1, le=120)
+    announce: str = Field("Transferring a caller from {from}. {summary}", max_length=1000)
+    hold_sound: str = ""
+
+    @field_validator("announce")
+    @classmethod
+    def _check_announce(cls, value: str) -> str:
+        rest = value
+        for name in ANNOUNCE_FIELDS:
+            rest = rest.replace(name, "")
+        unknown = _BRACED.findall(rest)
+        if unknown:
+            raise ValueError(f"transfer.announce: unknown placeholder {unknown[0]!r} (use {{from}} and {{summary}})")
+        return value
 
     @field_validator("to")
     @classmethod

@@ -62,7 +62,8 @@ def percentiles(values: Sequence[float]) -> dict[str, float | None]:
 
 
 def build_report(*, ids: Mapping[str, str], agent: str, provider: str, started_at: float, ended_at: float,
-                 outcome: str | None, reason: str, transfer_to: str | None, turns: int, barge_ins: int,
+                 outcome: str | None, reason: str, transfer_to: str | None,
+                 transfers: Sequence[Mapping[str, Any]], turns: int, barge_ins: int,
                  reply_latency_ms: Sequence[float], first_audio_ms: Sequence[float],
                  transcript: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]],
                  recording: str | None, recording_pauses: Sequence[Mapping[str, Any]],
@@ -78,6 +79,7 @@ def build_report(*, ids: Mapping[str, str], agent: str, provider: str, started_a
         "duration_s": round(max(0.0, ended_at - started_at), 3),
         "outcome": outcome, "ended_reason": ended_reason(outcome), "reason": reason,
         "transfer_to": transfer_to,
+        "transfers": [dict(t) for t in transfers],
         "turns": turns, "barge_ins": barge_ins,
         "reply_latency_ms": percentiles(reply_latency_ms), "first_audio_ms": percentiles(first_audio_ms),
         "transcript": [dict(t) for t in transcript],

@@ -37,6 +37,8 @@ class CallRecords:
         self.wall0 = time.time()
         self._reply_first: dict[str, int] = {}
         self.transfer_to: str | None = None
+        #: Every transfer attempt: ``{mode, to, outcome, ring_ms}`` (twibridge/handoff/transfer.py).
+        self.transfers: list[dict[str, Any]] = []
         self.turns = 0  # agent replies (each reply's first audio counts one)
         self.recording: Recording | None = None
         self._digits: list[tuple[str, float]] = []
@@ -142,6 +144,7 @@ class CallRecords:
         return build_report(
             ids=ids, agent=agent, provider=self.cfg.agent.provider, started_at=self.wall0,
             ended_at=self.wall0 + duration, outcome=outcome, reason=reason, transfer_to=self.transfer_to,
+            transfers=self.transfers,
             turns=turns, barge_ins=barge_ins, reply_latency_ms=reply_latency_ms,
             first_audio_ms=self.journal.first_audio_ms, transcript=self.journal.transcript,
             tools=self.journal.tools, recording=self.recording_path,

@@ -6,6 +6,8 @@ Routes:
   ``<Connect><Stream>`` TwiML at once (never waits on the agent: Twilio gives
   up after 15 s), or the busy TwiML when full or draining.
 * ``POST /stream-status`` — the stream's status callback: signed; logged.
+* ``POST /transfer-status?call=CA…`` — a warm transfer's human leg's status: signed;
+  handed to that call if it lives here (else its own poll finds out: handoff/warm.py).
 * ``WS /media-stream`` — one call per socket; the upgrade is signed and
   checked *before* accepting (403 otherwise: no provider connection is ever
   opened for an unverified socket).
@@ -42,6 +44,8 @@ from twibridge.server.asgi import CappedRequest, ClosingHTTPConnection, MediaWeb
 from twibridge.server.guard import Guard, LogBudget, truncate
 from twibridge.call.runner import Call
 from twibridge.config import Config
+from twibridge.handoff import conference
+from twibridge.handoff.transfer import deliver_status
 from twibridge.logs import get_logger
 from twibridge.records.recording import sweeper
 from twibridge import routing
@@ -49,7 +53,7 @@ from twibridge.runtime import Runtime
 from twibridge.twilio import stream_token
 from twibridge.twilio.signature import SignatureChecker, public_base, signed_url, to_ws
 from twibridge.twilio.outbound import answered_by_machine
-from twibridge.twilio.twiml import busy, connect_stream, voicemail, xml_safe
+from twibridge.twilio.twiml import busy, connect_stream, xml_safe
 
 log = get_logger("twibridge.server")
 hypercorn_fix.install()
@@ -123,19 +127,6 @@ def create_app(rt: Runtime) -> QuartTrio:
             rt.metrics.refused("busy")
         return twiml(busy(cfg.fallback.say, cfg.fallback.dial))
 
-    async def machine_answered(cfg: Config, call_sid: str, answered_by: str, to: str) -> str:
-        """An outbound call reached a machine: voicemail (or hang up), never the agent."""
-        left = bool(cfg.outbound.voicemail_say)
-        outcome = "voicemail" if left else "machine-hangup"
-        log.info("voice.machine_answered", call_sid=call_sid, answered_by=answered_by, outcome=outcome)
-        summary = {"call_sid": call_sid, "outcome": outcome, "reason": f"answered by {answered_by}",
-                   "to_number": to, "duration_s": 0.0}
-        with trio.move_on_after(cfg.state.timeout_s):
-            await rt.registry.unregister(call_sid, summary)  # history only: no stream ever opens
-        if rt.metrics:
-            rt.metrics.call_ended(summary, [], [])
-        return voicemail(cfg.outbound.voicemail_say)
-
     @app.post("/voice")
     async def voice() -> Response:
         form = await signed_form()
@@ -148,7 +139,8 @@ def create_app(rt: Runtime) -> QuartTrio:
             log.warning("voice.bad_sid", call_sid=call_sid[:40], account_sid=account_sid[:40], remote=remote_addr())
             return Response("bad CallSid or AccountSid\n", status=400, content_type="text/plain")
         if answered_by_machine(form.get("AnsweredBy")):
-            return twiml(await machine_answered(cfg, call_sid, str(form.get("AnsweredBy")), str(form.get("To", ""))))
+            return twiml(await admission.machine_answered(rt, cfg, call_sid, str(form.get("AnsweredBy")),
+                                                          str(form.get("To", ""))))
         admitted = await admission.bounded(rt, rt.registry.admitted(), 0, "admitted")
         full = max(admitted, len(rt.calls)) >= cfg.server.max_calls
         if rt.stopping.is_set():
@@ -201,6 +193,17 @@ def create_app(rt: Runtime) -> QuartTrio:
             return Response("invalid signature\n", status=403, content_type="text/plain")
         log.info("stream.status", call_sid=form.get("CallSid", ""), stream_sid=form.get("StreamSid", ""),
                  stream_event=form.get("StreamEvent", ""), stream_error=form.get("StreamError", ""))
+        return Response("", status=204)
+
+    @app.post(conference.STATUS_PATH)
+    async def transfer_status() -> Response:
+        form = await signed_form()
+        if form is None:
+            return Response("invalid signature\n", status=403, content_type="text/plain")
+        caller = request.args.get(conference.CALL_PARAMETER, "")[:40]
+        delivered = deliver_status(rt.calls, caller, form)
+        log.info("transfer.status", call_sid=caller, leg_sid=str(form.get("CallSid", ""))[:40], delivered=delivered,
+                 call_status=str(form.get("CallStatus", ""))[:20], answered_by=str(form.get("AnsweredBy", ""))[:20])
         return Response("", status=204)
 
     prestart = admission.PreStartGate()

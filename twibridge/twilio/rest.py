@@ -1,8 +1,8 @@
-"""Twilio REST call control on Trio: hang up, transfer, place an outbound call.
+"""Twilio REST call control on Trio: hang up, transfer, place an outbound call, read its status.
 
 Why not ``twilio.rest``: its sync client has no timeout by default and would
 need a worker thread, its async client is aiohttp (asyncio-only), and it
-costs ~125 ms to import.  These three operations are one form POST each
+costs ~125 ms to import.  These operations are one form POST (or GET) each
 (twilio-media-streams.md §7), so they go through ``httpx.AsyncClient`` (which
 runs on Trio) with basic auth, against ``[twilio] api_base_url`` (tests
 point it at a fake) and bounded by ``[twilio] rest_timeout_s``.  TwiML is
@@ -82,7 +82,7 @@ def check_number(number: str, what: str = "number") -> str:
 
 
 class TwilioRest:
-    """The three call-control operations the bridge needs, on Trio.
+    """The call-control operations the bridge needs, on Trio.
 
     Each operation opens its own short-lived client: they are rare (one or
     two per call) and a shared pool would have to be closed by someone.
@@ -158,23 +158,35 @@ class TwilioRest:
         to: str,
         from_: str,
         *,
-        url: str,
+        url: str | None = None,
+        twiml: str | None = None,
         status_callback: str | None = None,
         status_callback_events: Iterable[str] = DEFAULT_STATUS_EVENTS,
         ring_timeout_s: int | None = None,
         time_limit_s: int | None = None,
         machine_detection: bool = False,
+        detect_message_end: bool = True,
+        machine_detection_timeout_s: int | None = None,
     ) -> str:
-        """Place an outbound call whose answer fetches TwiML from ``url`` (POST).
+        """Place an outbound call whose answer fetches TwiML from ``url`` (POST),
+        or runs ``twiml`` (exactly one of the two).
 
-        Returns the new CallSid.
+        ``machine_detection``: Twilio's answering-machine detection;
+        ``detect_message_end`` waits for a greeting's beep (a voicemail is
+        left after it), otherwise Twilio answers as soon as it can tell
+        (``Enable``: a warm transfer only needs to know *whether* a person
+        answered).  Returns the new CallSid.
 
         Raises:
             TwilioRestError: bad numbers, refused (e.g. unverified From), or any failure.
         """
-        form: dict[str, str | list[str]] = {
-            "To": check_number(to, "to"), "From": check_number(from_, "from"), "Url": url, "Method": "POST",
-        }
+        if (url is None) == (twiml is None):
+            raise TwilioRestError("create_call: give exactly one of url and twiml")
+        form: dict[str, str | list[str]] = {"To": check_number(to, "to"), "From": check_number(from_, "from")}
+        if url is not None:
+            form.update(Url=url, Method="POST")
+        else:
+            form["Twiml"] = twiml  # type: ignore[assignment]  # not None: checked above
         if status_callback:
             form.update(StatusCallback=status_callback, StatusCallbackMethod="POST",
                         StatusCallbackEvent=list(status_callback_events))
@@ -185,13 +197,43 @@ class TwilioRest:
         if machine_detection:
             # Wait for the greeting's end (the beep) before fetching Url, so a
             # voicemail left from /voice starts after it.
-            form["MachineDetection"] = "DetectMessageEnd"
+            form["MachineDetection"] = "DetectMessageEnd" if detect_message_end else "Enable"
+            if machine_detection_timeout_s is not None:
+                form["MachineDetectionTimeout"] = str(int(machine_detection_timeout_s))
         data = await self._post(f"/{API_VERSION}/Accounts/{self._account(None)}/Calls.json", form)
         sid = data.get("sid")
         if not isinstance(sid, str) or not _CALL_SID.match(sid):
             raise TwilioRestError("Twilio accepted the call but its reply has no CallSid", status=201)
         log.info("twilio.call_created", call_sid=sid, to=form["To"])
         return sid
+
+    async def call_status(self, call_sid: str, account_sid: str | None = None) -> tuple[str, str]:
+        """A call's ``(status, answered_by)`` from its resource (GET): queued, ringing,
+        in-progress, completed, busy, failed, no-answer, canceled; ``answered_by`` is
+        "" until answering-machine detection has said.
+
+        Raises:
+            TwilioRestError: call unknown (``not_found``), or any failure.
+        """
+        data = await self._request("GET", self._call_path(call_sid, account_sid), None)
+        status, answered_by = data.get("status"), data.get("answered_by")
+        return (status if isinstance(status, str) else "",
+                answered_by if isinstance(answered_by, str) else "")
+
+    async def end_leg(self, call_sid: str, *, answered: bool, account_sid: str | None = None) -> None:
+        """Stop a call we placed: ``canceled`` while it rings (which has no effect once
+        it is answered: Twilio's reply then still says ``in-progress``, so it is hung
+        up, ``completed``, after all).  A call that already ended counts as done."""
+        path = self._call_path(call_sid, account_sid)
+        try:
+            if not answered:
+                data = await self._post(path, {"Status": "canceled"})
+                if data.get("status") != "in-progress":
+                    return
+            await self._post(path, {"Status": "completed"})
+        except TwilioRestError as exc:
+            if not exc.not_found:
+                raise
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -207,6 +249,9 @@ class TwilioRest:
         return f"/{API_VERSION}/Accounts/{self._account(account_sid)}/Calls/{call_sid}.json"
 
     async def _post(self, path: str, form: Mapping[str, str | list[str]]) -> dict[str, Any]:
+        return await self._request("POST", path, form)
+
+    async def _request(self, method: str, path: str, form: Mapping[str, str | list[str]] | None) -> dict[str, Any]:
         if not self._auth[1]:
             raise TwilioRestError("twilio.auth_token is not set")
         url = self.base_url + path
@@ -214,7 +259,7 @@ class TwilioRest:
             with trio.fail_after(self.timeout_s):
                 async with httpx.AsyncClient(auth=self._auth, timeout=self.timeout_s,
                                              transport=self._transport) as client:
-                    resp = await client.post(url, data=form)
+                    resp = await (client.post(url, data=form) if method == "POST" else client.get(url))
         except (trio.TooSlowError, httpx.TimeoutException):
             raise TwilioRestError(f"Twilio REST timed out after {self.timeout_s:g}s") from None
         except httpx.HTTPError as exc:
