@@ -18,11 +18,18 @@ as a share of the mean: the number of live calls moves with the churn, and
 RSS, fds and tasks all follow it, so the fit separates "more calls right now"
 from "more left behind".  With matplotlib (the ``bench`` extra), a PNG of RSS,
 fds and tasks over time is written.
+
+After the last batch, each bridge gets (bounded) until its live calls are 0,
+then one more sample: its fds and tasks *after the calls* against its first
+sample, and (SIGUSR1, :mod:`bench.soak_server`) where its leftover tasks
+wait.  ``cpu_pct`` caps each bridge at that share of one core (cgroups, root):
+a starved bridge on purpose, the condition of the leak in issue #22 (5).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import time
 from dataclasses import dataclass
@@ -31,10 +38,12 @@ from typing import Any
 import numpy as np
 import trio
 
-from bench import report
+from bench import cgroups, report
 from bench.procs import PY, ServerProcess, bench_env, run_driver
 
 GROWTH_LIMIT_PCT = 5.0
+#: How long a (starved) bridge gets after the last batch to end its calls.
+AFTER_WAIT_S = 120.0
 METRICS = ("rss_kb", "fds", "tasks")
 
 
@@ -51,6 +60,8 @@ class SoakPlan:
     #: Samples before this are left out of the growth figures (default: a quarter of the run, at most 5 min).
     warmup_s: float | None = None
     png: str | None = None
+    #: Cap each bridge at this % of one core (cgroups; 0: uncapped).
+    cpu_pct: float = 0.0
 
     @property
     def steady_until(self) -> float:
@@ -125,6 +136,32 @@ async def _lost(srv: ServerProcess, run: dict[str, Any]) -> int | None:
     return int(d["frames_sent"]) - sum(int(e.get("frames_in", 0)) for e in ended)
 
 
+async def _after_calls(srv: ServerProcess) -> dict[str, Any]:
+    """The bridge once its calls are over (the sample after its first with no call left) against its
+    first sample, and where its leftover tasks wait (the top groups of its SIGUSR1 dump)."""
+    def idle_samples() -> int:
+        return sum(1 for l in srv.events("soak.sample") if l["calls"] == 0 and l["pending"] == 0)
+
+    before = idle_samples()
+    with trio.move_on_after(AFTER_WAIT_S):
+        # A new sample with no call, then the next one: the last hang-ups' connections close meanwhile.
+        await srv.wait_for(lambda l: l.get("event") == "soak.sample", AFTER_WAIT_S,
+                           count=len(srv.events("soak.sample")) + 1)
+        while idle_samples() <= before:
+            await trio.sleep(1)
+        await srv.wait_for(lambda l: l.get("event") == "soak.sample", AFTER_WAIT_S,
+                           count=len(srv.events("soak.sample")) + 1)
+    samples = srv.events("soak.sample")
+    last, first = samples[-1], samples[0]
+    dumps = len(srv.events("soak.ws_streams"))
+    os.kill(srv.pid, signal.SIGUSR1)
+    await srv.wait_for(lambda l: l.get("event") == "soak.ws_streams", 30, count=dumps + 1)
+    tasks = srv.events("soak.tasks")[-1]
+    return {"calls": last["calls"], "fds": last["fds"], "tasks": last["tasks"], "rss_kb": last["rss_kb"],
+            "first_fds": first["fds"], "first_tasks": first["tasks"], "fd_kinds": srv.events("soak.fds")[-1]["kinds"],
+            "ws_streams": srv.events("soak.ws_streams")[-1]["streams"], "task_groups": tasks["groups"][:5]}
+
+
 async def soak(plan: SoakPlan) -> dict[str, Any]:
     from bench.run import _fake_realtime
 
@@ -132,12 +169,17 @@ async def soak(plan: SoakPlan) -> dict[str, Any]:
     servers: dict[str, ServerProcess] = {}
     extra: list[ServerProcess] = []
     out: dict[str, Any] = {"plan": {**vars(plan), "warmup_s": plan.warmup, "steady_until_s": plan.steady_until}}
+    caps = cgroups.CpuGroups(2, plan.cpu_pct).open() if plan.cpu_pct > 0 else None
     async with trio.open_nursery() as nursery:
         try:
             fake_env, extra = await _fake_realtime(nursery)
             argv = [PY, "-m", "bench.soak_server", "--sample-s", str(plan.sample_s)]
             servers["echo"] = await ServerProcess(argv, bench_env(), "soak-echo").start(nursery)
             servers["openai"] = await ServerProcess(argv, bench_env(**fake_env), "soak-openai").start(nursery)
+            if caps is not None:
+                for i, srv in enumerate(servers.values()):
+                    caps.place(i, srv.pid)
+                progress(f"each bridge capped: {caps.describe()}")
             t0 = trio.current_time()
             end = t0 + plan.minutes * 60
             progress(f"{plan.minutes:g} min: {plan.echo_calls} echo + {plan.openai_calls} OpenAI-fake calls, "
@@ -150,12 +192,17 @@ async def soak(plan: SoakPlan) -> dict[str, Any]:
                                              plan, runs)
             for run in runs:
                 run["lost"] = await _lost(servers[run["kind"]], run)
+            for kind, srv in servers.items():
+                out.setdefault("after", {})[kind] = await _after_calls(srv)
             # The sample log's clock is the server's trio clock: align on each server's own first sample.
             for kind, srv in servers.items():
                 out.setdefault("samples", {})[kind] = _samples(srv, None)
         finally:
             for srv in (*servers.values(), *extra):
                 await srv.stop()
+            if caps is not None:
+                out["cpu_stat"] = caps.stats()
+                caps.close()
             nursery.cancel_scope.cancel()
     out["runs"] = runs
     out["summary"] = summarize(out, plan)
@@ -181,6 +228,7 @@ def summarize(out: dict[str, Any], plan: SoakPlan) -> dict[str, Any]:
             "live_calls_mean": round(statistics.mean(s["calls"] for s in samples), 1) if samples else None,
             **{m: growth(samples, m, plan.warmup, plan.steady_until) for m in METRICS},
         }
+        entry["after_calls"] = out.get("after", {}).get(kind)
         grown = [entry[m]["growth_pct"] for m in METRICS]
         entry["flat"] = all(g is not None and g <= GROWTH_LIMIT_PCT for g in grown)
         entry["passes"] = bool(entry["flat"] and failed == 0 and entry["silent_calls"] == 0
@@ -239,3 +287,14 @@ def table(summary: dict[str, Any]) -> str:
                     f"| {e['lost_frames']} | {late} | {driver} "
                     f"| {g(e['rss_kb'])} | {g(e['fds'])} | {g(e['tasks'])} | {'yes' if e['passes'] else 'NO'} |")
     return "\n".join(rows)
+
+
+def after_lines(summary: dict[str, Any]) -> str:
+    """Per bridge: fds and tasks once its calls were over, against its first sample."""
+    lines = []
+    for kind, e in summary.items():
+        a = e.get("after_calls")
+        if a:
+            lines.append(f"- {kind}: after the calls ({a['calls']} live): fds {a['first_fds']} → {a['fds']}, "
+                         f"tasks {a['first_tasks']} → {a['tasks']}")
+    return "\n".join(lines)

@@ -1,8 +1,8 @@
 """twibridge.server.hypercorn_fix: a write that races another task's use of the socket's send side.
 
 (The guard for messages above Hypercorn's size limit is tested end to end in
-``test_fuzz.py``; the no-compression and connection-cap guards at the end of
-this file, against the real bridge.)
+``test_fuzz.py``; the no-compression, connection-cap and finished-app-queue
+guards at the end of this file, against the real bridge.)
 
 Hypercorn's own ``TCPServer.protocol_send`` runs against a real loopback
 socket.  Another task holds the stream's send side outside Hypercorn's send
@@ -157,3 +157,82 @@ async def test_connections_past_max_connections_are_closed_at_accept() -> None:
                         await trio.sleep(0.05)
         overload = rt.metrics.calls.labels(outcome="refused_overload")._value.get()  # type: ignore[union-attr]
     assert answered == b"" and health.status_code == 200 and overload >= 1
+
+
+# -- a finished app's queue (issue #22, part 5: the soak's leak under starvation) ------------------
+
+
+async def test_messages_after_the_app_finished_never_wedge_the_connection() -> None:
+    """The caller keeps sending after its call ended, more than Hypercorn queues for the app, then
+    hangs up: the connection must still see the hang-up, close its socket and end its tasks.
+
+    In the soak a starved bridge was seconds behind the caller's audio: the caller hung up, the send
+    failed, the app was told ``disconnect`` and ended, and Hypercorn's read task went on feeding the
+    backlog still in the socket into the app's queue (10 deep) that nobody read any more, blocked
+    there for good, never read the hang-up, and kept the socket and its task (one each per call).
+    Here the app ends first (a protocol error: close 1008) and the caller's backlog comes after.
+    """
+    from rawws import CLOSE, TrioClient, encode_frame
+    from support import bridge
+    from test_leaks import fd_count, task_count
+    from twibridge.twilio import emulation as emu
+
+    async with bridge() as (url, rt):
+        await trio.testing.wait_all_tasks_blocked()
+        tasks, fds = task_count(), fd_count()
+        with trio.fail_after(10):
+            client = await TrioClient.connect(url)
+            await client.text(emu.build_connected())
+            await client.text('{"event": "nonsense"}')  # before start: the call ends, 1008
+            frames: list[tuple[int, bytes]] = []
+            while not any(op == CLOSE for op, _ in frames):
+                data = await client.stream.receive_some(65536)
+                assert data, "the server closed the socket without a close frame"
+                frames += client.reader.feed(data)
+            while rt.active:  # the call's handler has returned: nothing reads its messages now
+                await rt.calls_changed.wait()
+            media = emu.build_inbound_media(2, "MZ" + "0" * 32, 1, 0, b"\xff" * 160)
+            await client.send(encode_frame(0x1, media.encode()) * 100)  # > Hypercorn's app queue (10)
+            await client.stream.send_eof()  # the hang-up: a FIN after the backlog
+            while await client.stream.receive_some(65536):  # until the server closes its side too
+                pass
+            await client.aclose()
+            await trio.testing.wait_all_tasks_blocked()
+        assert (task_count() - tasks, fd_count() - fds) == (0, 0)
+
+
+async def test_a_caller_resetting_with_a_backlog_the_app_never_reads_leaves_nothing() -> None:
+    """The soak's case itself: the app ends (here on a bad message) with the caller's audio still
+    unread behind it, and the caller resets the connection.  The close frame cannot go out, so
+    Hypercorn tells the app ``disconnect`` and never closes the socket itself: unguarded, its read
+    task waits on the app's full queue for good, holding the socket (fd) and the task."""
+    import os
+    import socket
+    import struct
+
+    from rawws import TEXT, TrioClient, encode_frame
+    from support import ACCOUNT_SID, bridge, sid, stream_params
+    from test_leaks import fd_count, task_count
+    from twibridge.twilio import emulation as emu
+
+    async with bridge() as (url, rt):
+        await trio.testing.wait_all_tasks_blocked()
+        tasks, fds = task_count(), fd_count()
+        with trio.fail_after(10):
+            client = await TrioClient.connect(url)
+            stream_sid, call_sid = sid("MZ", 1), sid("CA", 1)
+            await client.text(emu.build_connected())
+            await client.text(emu.build_start(1, stream_sid, ACCOUNT_SID, call_sid, stream_params(call_sid)))
+            while not rt.calls:
+                await rt.calls_changed.wait()
+            media = emu.build_inbound_media(2, stream_sid, 1, 0, b"\xff" * 160).encode()
+            backlog = encode_frame(TEXT, b"not json") + encode_frame(TEXT, media) * 100
+            sock = client.stream.socket
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # No checkpoint between the write and the reset: the server finds both waiting.
+            assert os.write(sock.fileno(), backlog) == len(backlog)
+            sock.close()
+            while rt.calls:
+                await rt.calls_changed.wait()
+            await trio.testing.wait_all_tasks_blocked()
+        assert (task_count() - tasks, fd_count() - fds) == (0, 0)

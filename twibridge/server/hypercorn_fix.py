@@ -22,6 +22,19 @@ The guard finishes the job as Hypercorn does when the peer's close frame
 arrives: the app gets ``websocket.disconnect`` with code 1009 and the
 connection is closed.
 
+**A finished app's queue wedges its connection.**  Hypercorn's read task
+hands each WebSocket message (and the final ``websocket.disconnect``) to the
+app through a bounded channel (``max_app_queue_size``, 10) and never looks
+at whether the app is still there to read it.  Once the app has returned,
+the 11th message a peer still sends blocks that task for good: the
+connection never reads the peer's hang-up, its ``read_timeout`` (around the
+socket read only) never fires, and when the app's close could not be sent
+(the peer reset) nothing closes the socket either.  One fd and one task per
+such call, for the process's life: the soak's leak under starvation (issue
+#22, 5), where the bridge was seconds behind the caller's audio when the
+caller hung up.  The guard closes the queue's receive side as the app
+returns, and a put into a closed queue is dropped: nothing would read it.
+
 **WebSocket compression is always offered.**  Hypercorn's ``Handshake``
 accepts ``permessage-deflate`` whenever a client asks, with no setting to turn
 it off, and inflates each frame before its size check: one 64 KB compressed
@@ -36,12 +49,14 @@ byte is read, so floods cannot use up the process's file descriptors (which
 its agent and Redis connections need too).
 
 :func:`install` wraps ``TCPServer.protocol_send``, ``TCPServer.run``,
-``WSStream._send_wsproto_event`` and ``Handshake.accept`` once, at import of
-:mod:`twibridge.server.app`.
+``WSStream._send_wsproto_event``, ``TaskGroup.spawn_app`` and
+``Handshake.accept`` once, at import of :mod:`twibridge.server.app`.
 ``tests/server/test_hypercorn_fix.py`` drives the race with two tasks on a real
 socket (and checks that unguarded, it raises);
 ``tests/server/test_fuzz.py::test_message_over_the_websocket_layers_limit_ends_the_call_at_once``
-sends a real oversized message from a peer that never answers the close.
+sends a real oversized message from a peer that never answers the close;
+``tests/server/test_hypercorn_fix.py`` has the finished app's queue (a backlog
+behind a call's end, from a peer that then hangs up or resets).
 
 **When Hypercorn or quart-trio change.**  ``pyproject.toml`` bounds both
 below the next minor release.  :func:`stale_guards` reads the installed
@@ -60,6 +75,7 @@ import trio
 from hypercorn.events import Closed, Event
 from hypercorn.protocol.events import StreamClosed
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, Handshake, WSStream
+from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import TCPServer
 from wsproto.events import CloseConnection
 from wsproto.frame_protocol import CloseReason
@@ -89,6 +105,7 @@ def install() -> None:
     _wrap_once(WSStream, "_send_wsproto_event", _guard_too_big)
     _wrap_once(TCPServer, "run", _guard_connection_cap)
     _wrap_once(Handshake, "accept", _guard_no_extensions)
+    _wrap_once(TaskGroup, "spawn_app", _guard_app_queue)
 
 
 def _wrap_once(owner: type, name: str, guard: Callable[[Any], Any]) -> None:
@@ -128,6 +145,30 @@ def _guard_too_big(original: Method) -> Method:
             await self.send(StreamClosed(stream_id=self.stream_id))
 
     return _send_wsproto_event
+
+
+def _guard_app_queue(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def spawn_app(self: Any, app: Any, config: Any, scope: Any, send: Any) -> Callable[[Any], Awaitable[None]]:
+        async def app_then_close_queue(scope: Any, receive: Any, *args: Any) -> None:
+            try:
+                await app(scope, receive, *args)
+            finally:
+                # ``receive`` is the queue's receive side (a bound method): closing it wakes a
+                # put blocked on the full queue, and fails every later one, with BrokenResourceError.
+                receive.__self__.close()
+
+        put = await original(self, app_then_close_queue, config, scope, send)
+
+        @wraps(put)
+        async def put_unless_gone(event: Any) -> None:
+            try:
+                await put(event)
+            except trio.BrokenResourceError:
+                pass  # the app has returned: nothing will read this event
+
+        return put_unless_gone
+
+    return spawn_app
 
 
 def _guard_no_extensions(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -178,6 +219,7 @@ def stale_guards() -> list[str]:
     covers (still present upstream).  A line starts with the guard's name.
     """
     from hypercorn.protocol import ws_stream
+    from hypercorn.trio import task_group as hc_task_group
     from hypercorn.trio import tcp_server
     from quart_trio import asgi as qt_asgi
     from quart_trio.wrappers import TrioWebsocket
@@ -211,6 +253,18 @@ def stale_guards() -> list[str]:
     need(deflate, _params(Handshake.accept)[0] == "self", "Handshake.accept is no longer a method")
     need(deflate, "self.extensions is not None" in _source(Handshake.accept),
          "Handshake.accept no longer negotiates from self.extensions (dropping the offer may not stop it)")
+    queue = "hypercorn_fix.app_queue (TaskGroup.spawn_app)"
+    spawn_src = _source(TaskGroup.spawn_app)
+    need(queue, _params(TaskGroup.spawn_app) == ["self", "app", "config", "scope", "send"],
+         "spawn_app(self, app, config, scope, send) changed")
+    need(queue, "app_receive_channel.receive," in spawn_src and "return app_send_channel.send" in spawn_src,
+         "spawn_app no longer hands the app a memory channel's receive and returns its send")
+    need(queue, "await app(scope, receive, send, sync_spawn, call_soon)" in _source(hc_task_group._handle),
+         "_handle no longer calls app(scope, receive, send, sync_spawn, call_soon)")
+    need(queue, "await self.app_put(self.buffer.to_message())" in _source(WSStream._handle_events)
+         and "self.closed" not in _source(WSStream._handle_events),
+         "WSStream._handle_events no longer puts every message unconditionally (fixed upstream?)")
+
     cap = "hypercorn_fix.connection_cap (TCPServer.run)"
     tcp_init = _source(TCPServer.__init__)
     need(cap, _params(TCPServer.run) == ["self"], "TCPServer.run(self) changed")
