@@ -132,9 +132,15 @@ def test_every_fixture_through_the_cli(tmp_path: Path, path: Path) -> None:
     assert len(report["turns"]) >= 1
     # The report's reply times land where reply.wav has the reply.
     heard_ulaw = load_caller_audio(out).ulaw
-    for turn in report["turns"]:
+    turns = report["turns"]
+    for turn, nxt in zip(turns, [*(t["caller_start_ms"] for t in turns[1:]), None]):
         at = turn["reply_start_ms"]
-        assert at is not None
+        if at is None:
+            # Only a caller who spoke again before the echo could answer (it waits
+            # ~500 ms of quiet; at --speed 8 a busy machine stretches that) goes
+            # without a reply: the reply then belongs to no turn, it was barged in on.
+            assert nxt is not None and nxt - turn["caller_end_ms"] < 1500, turn
+            continue
         assert ulaw_dbfs(heard_ulaw[at * 8 : at * 8 + 160]) > REPLY_AUDIBLE_DBFS
         assert at >= turn["caller_end_ms"]
         assert ulaw_dbfs(heard_ulaw[at * 8 - 160 : at * 8]) <= REPLY_AUDIBLE_DBFS  # it starts right there
