@@ -28,15 +28,15 @@ What quart-trio did for this route and is kept, on purpose:
   ``websocket.close`` (Hypercorn answers 403).  An accepted socket the handler
   did not close is closed 1000, as Quart does.
 
-**The close race** ("Found on the way" in docs/benchmarks.md).  With no relay,
-the handler can return while Hypercorn's read task is still answering the
-client's close frame; the app's return makes Hypercorn shut the socket down
-(``send_eof``, outside its send lock), so that answer loses to it.  So after
-its own close, :meth:`MediaStreamRoute.__call__` waits (at most
-:data:`CLOSE_WAIT_S`) for Hypercorn's ``websocket.disconnect``, which its read
-task delivers only after it has sent whatever the close handshake needed.
-Once the app returns there is nothing left to race with; the guard in
-``hypercorn_fix`` stays as the net for a peer that answers after the wait.
+**The close race** ("Found on the way" in docs/benchmarks.md).  With no relay
+between them, the handler's writes and Hypercorn's read task meet at the
+close: the read task shuts the socket down (``send_eof``, outside Hypercorn's
+send lock) right after the peer's close frame, while our own close frame is
+still being written.  :mod:`twibridge.server.hypercorn_fix` now makes that
+shutdown wait for the write in flight (it lost our close frame ~1 time in 10
+here; the old guard stays the net).  And after its close the route waits (at
+most :data:`CLOSE_WAIT_S`) for Hypercorn's ``websocket.disconnect``, so the
+peer's close frame reaches an open socket and is answered, instead of an RST.
 """
 
 from __future__ import annotations
