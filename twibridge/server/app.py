@@ -10,7 +10,8 @@ Routes:
   handed to that call if it lives here (else its own poll finds out: handoff/warm.py).
 * ``WS /media-stream`` — one call per socket; the upgrade is signed and
   checked *before* accepting (403 otherwise: no provider connection is ever
-  opened for an unverified socket).
+  opened for an unverified socket).  Served at the ASGI level in front of
+  Quart (:mod:`twibridge.server.media_asgi`: no relay task per frame).
 * ``GET /healthz`` — ``{"status": "ok"|"draining", "calls": N, "version": "x.y.z"}``.
 * ``GET /metrics`` — Prometheus text (``[server] metrics_token`` → bearer).
 
@@ -34,13 +35,14 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
-from quart import Response, request, websocket
+from quart import Response, request
 from quart_trio import QuartTrio
 
 from twibridge import __version__
 from twibridge.server import hypercorn_fix, reload, systemd, vapi_server
 from twibridge.call import admission
 from twibridge.server.asgi import CappedRequest, ClosingHTTPConnection, MediaWebsocket, QuietWebsocketConnection
+from twibridge.server.media_asgi import MediaSocket, MediaStreamRoute
 from twibridge.server.guard import Guard, LogBudget, truncate
 from twibridge.call.runner import Call
 from twibridge.config import Config
@@ -208,27 +210,26 @@ def create_app(rt: Runtime) -> QuartTrio:
 
     prestart = admission.PreStartGate()
 
-    @app.websocket("/media-stream")
-    async def media_stream() -> Any:
-        remote = str(websocket.remote_addr or "")
+    async def media_stream(ws: MediaSocket) -> None:
+        """``WS /media-stream``, served in front of Quart (:mod:`twibridge.server.media_asgi`)."""
         cfg, checker = current()
         if cfg.twilio.validate_signatures:
-            url = signed_url(cfg.server.public_url, websocket.scheme, websocket.host, websocket.path,
-                             websocket.query_string.decode("latin-1"), websocket=True)
-            if not checker.valid(url, {}, websocket.headers.get("X-Twilio-Signature")):
-                refused_unsigned("ws.bad_signature", remote, websocket.path, url)
-                return Response("invalid signature\n", status=403, content_type="text/plain")
-        ticket = prestart.enter(remote)  # sockets before start: capped apart from calls
+            url = signed_url(cfg.server.public_url, ws.scheme, ws.host, ws.path,
+                             ws.query_string.decode("latin-1"), websocket=True)
+            if not checker.valid(url, {}, ws.header("X-Twilio-Signature")):
+                refused_unsigned("ws.bad_signature", ws.remote, ws.path, url)
+                return await ws.reject(403, "invalid signature\n")
+        ticket = prestart.enter(ws.remote)  # sockets before start: capped apart from calls
         if ticket is None:
-            log.warning("ws.prestart_full", remote=remote, held=prestart.held)
-            return Response("too many streams starting\n", status=503, content_type="text/plain")
+            log.warning("ws.prestart_full", remote=ws.remote, held=prestart.held)
+            return await ws.reject(503, "too many streams starting\n")
         try:
-            await websocket.accept()
-            # Quart's websocket object already is a call.Transport (receive, send, close).
-            await Call(websocket._get_current_object(), rt, remote, ticket).run()  # type: ignore[attr-defined]
+            await ws.accept()
+            await Call(ws, rt, ws.remote, ticket).run()
         finally:
             ticket.release()
-        return None
+
+    app.asgi_app = MediaStreamRoute(app.asgi_app, media_stream)  # type: ignore[method-assign]
 
     vapi_server.register(app, rt)  # POST /vapi/server: VAPI's Server URL for tools (issue #17)
 

@@ -13,6 +13,15 @@ happens (the other task is shutting the socket down), so the write that lost
 the race has nowhere to go: the guard treats it exactly as Hypercorn treats a
 broken stream at that spot.
 
+The guard alone loses that write (a close frame, typically), so
+``TCPServer._close`` is also made to take the send lock for its ``send_eof``
+(bounded by :data:`CLOSE_LOCK_WAIT_S`; reentrant calls and a wait that runs
+out go on unlocked, as before): a write already under way finishes first and
+the race cannot start.  It matters most for ``/media-stream``, served straight
+from Hypercorn's ASGI ``receive`` (:mod:`twibridge.server.media_asgi`): there,
+our close frame crossing the caller's made the read task's ``send_eof`` beat
+our close frame in ~1 connection in 10 (``tests/server/test_media_asgi.py``).
+
 **A refused oversized message leaves a ghost call.**  A WebSocket message above
 ``websocket_max_message_size`` makes Hypercorn send a 1009 close frame and stop
 reading, but it neither tells the app nor closes the connection: it waits for
@@ -48,9 +57,9 @@ server's Hypercorn config as :data:`CAP_ATTRIBUTE`) is closed at once, before a
 byte is read, so floods cannot use up the process's file descriptors (which
 its agent and Redis connections need too).
 
-:func:`install` wraps ``TCPServer.protocol_send``, ``TCPServer.run``,
-``WSStream._send_wsproto_event``, ``TaskGroup.spawn_app`` and
-``Handshake.accept`` once, at import of :mod:`twibridge.server.app`.
+:func:`install` wraps ``TCPServer.protocol_send``, ``TCPServer._close``, ``TCPServer.run``,
+``WSStream._send_wsproto_event``, ``TaskGroup.spawn_app`` and ``Handshake.accept`` once,
+at import of :mod:`twibridge.server.app`.
 ``tests/server/test_hypercorn_fix.py`` drives the race with two tasks on a real
 socket (and checks that unguarded, it raises);
 ``tests/server/test_fuzz.py::test_message_over_the_websocket_layers_limit_ends_the_call_at_once``
@@ -85,6 +94,9 @@ _GUARD = "_twibridge_guard"
 
 Method = Callable[..., Awaitable[None]]
 
+#: How long ``TCPServer._close`` waits for a write in flight before it shuts the socket down anyway.
+CLOSE_LOCK_WAIT_S = 2.0
+
 #: The attribute of a Hypercorn ``Config`` holding that server's :class:`ConnectionCap`.
 CAP_ATTRIBUTE = "twibridge_connection_cap"
 
@@ -102,6 +114,7 @@ class ConnectionCap:
 def install() -> None:
     """Install every guard (idempotent)."""
     _wrap_once(TCPServer, "protocol_send", _guard_close_race)
+    _wrap_once(TCPServer, "_close", _guard_eof_under_lock)
     _wrap_once(WSStream, "_send_wsproto_event", _guard_too_big)
     _wrap_once(TCPServer, "run", _guard_connection_cap)
     _wrap_once(Handshake, "accept", _guard_no_extensions)
@@ -126,6 +139,28 @@ def _guard_close_race(original: Method) -> Method:
             await self.protocol.handle(Closed())
 
     return protocol_send
+
+
+def _guard_eof_under_lock(original: Method) -> Method:
+    async def _close(self: Any) -> None:
+        lock: trio.Lock = self.send_lock
+        if lock.statistics().owner is trio.lowlevel.current_task():
+            await original(self)  # reached from a write under the lock (a broken stream)
+            return
+        entered = False
+        try:
+            with trio.move_on_after(CLOSE_LOCK_WAIT_S):
+                async with lock:
+                    entered = True
+                    await original(self)
+                    return
+        except trio.Cancelled:
+            if not entered:  # cancelled while waiting: close as Hypercorn would have
+                await original(self)
+            raise
+        await original(self)  # the write in flight never finished: shut down under it, as before
+
+    return _close
 
 
 def _guard_too_big(original: Method) -> Method:
@@ -238,6 +273,8 @@ def stale_guards() -> list[str]:
     need(race, "send_eof" in _source(tcp_server.TCPServer._close) and "send_lock" not in _source(
         tcp_server.TCPServer._close), "_close no longer calls send_eof outside the send lock (fixed upstream?)")
     need(race, "self.protocol" in _source(TCPServer.__init__), "TCPServer has no .protocol to tell Closed()")
+    need(race, _params(TCPServer._close) == ["self"] and "self.send_lock = trio.Lock()" in _source(TCPServer.__init__),
+         "TCPServer._close(self) or its send_lock changed")
 
     big = "hypercorn_fix.too_big (WSStream._send_wsproto_event)"
     ws_src = inspect.getsource(ws_stream)
