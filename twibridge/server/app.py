@@ -208,8 +208,7 @@ def create_app(rt: Runtime) -> QuartTrio:
                  call_status=str(form.get("CallStatus", ""))[:20], answered_by=str(form.get("AnsweredBy", ""))[:20])
         return Response("", status=204)
 
-    prestart = admission.PreStartGate()
-
+    prestart = admission.PreStartGate()  # sockets before ``start``: capped apart from calls
     async def media_stream(ws: MediaSocket) -> None:
         """``WS /media-stream``, served in front of Quart (:mod:`twibridge.server.media_asgi`)."""
         cfg, checker = current()
@@ -230,7 +229,6 @@ def create_app(rt: Runtime) -> QuartTrio:
             ticket.release()
 
     app.asgi_app = MediaStreamRoute(app.asgi_app, media_stream)  # type: ignore[method-assign]
-
     vapi_server.register(app, rt)  # POST /vapi/server: VAPI's Server URL for tools (issue #17)
 
     @app.get("/healthz")
