@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 
 from twilio.twiml.voice_response import VoiceResponse
 
+from twibridge.agents.base import MAX_SUMMARY_CHARS
 from twibridge.twilio.outbound import MACHINE_ANSWERS
 from twibridge.twilio.twiml import xml_safe
 
@@ -32,8 +33,6 @@ CALL_PARAMETER = "call"
 ANSWERED = "answered"
 FAILED_STATUSES = frozenset({"busy", "failed", "no-answer", "canceled"})
 OUTCOMES = frozenset({ANSWERED, "machine", "hung-up", "ring-timeout", "rest-error", *FAILED_STATUSES})
-#: Longest summary an agent may hand over (spoken to the human; a model can ramble).
-MAX_SUMMARY_CHARS = 600
 
 _SPACE = re.compile(r"\s+")
 
@@ -76,14 +75,16 @@ def human_twiml(announce: str, name: str) -> str:
     vr = VoiceResponse()
     if announce:
         vr.say(announce)
-    vr.dial().conference(name, start_conference_on_enter=True, end_conference_on_exit=True, beep=False,
-                         wait_url="")
-    return str(vr)
+    return _join(vr, name)
 
 
 def caller_twiml(name: str) -> str:
     """The caller's call once the human answered: into the same conference."""
-    vr = VoiceResponse()
+    return _join(VoiceResponse(), name)
+
+
+def _join(vr: VoiceResponse, name: str) -> str:
+    """``vr`` ending in ``<Dial><Conference>``, the same on both legs (no beep, no wait music)."""
     vr.dial().conference(name, start_conference_on_enter=True, end_conference_on_exit=True, beep=False,
                          wait_url="")
     return str(vr)

@@ -117,8 +117,7 @@ class Handoff:
                 await self._cold(ev)
 
     def _attempt(self, mode: str, to: str, outcome: str, ring_ms: int | None = None) -> None:
-        self.call.records.transfers.append({"mode": mode, "to": to or None, "outcome": outcome,
-                                                     "ring_ms": ring_ms})
+        self.call.records.transfers.append({"mode": mode, "to": to or None, "outcome": outcome, "ring_ms": ring_ms})
 
     async def _failed(self, reason: str) -> None:
         listener = self.call.agent

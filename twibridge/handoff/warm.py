@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import trio
 
-from twibridge.handoff.conference import ANSWERED, ring_outcome
+from twibridge.handoff.conference import ANSWERED, FAILED_STATUSES, ring_outcome
 from twibridge.logs import get_logger
 from twibridge.twilio.rest import TwilioRest, TwilioRestError
 
@@ -104,7 +104,7 @@ async def _poll(rest: TwilioRest, leg: HumanLeg) -> None:
 
 async def end_leg(rest: TwilioRest, leg: HumanLeg) -> None:
     """Stop the human's phone (ringing: canceled; answered: completed); shielded, bounded."""
-    if leg.ended or not leg.sid or leg.status in ("completed", "busy", "failed", "no-answer", "canceled"):
+    if leg.ended or not leg.sid or leg.status == "completed" or leg.status in FAILED_STATUSES:
         return
     leg.ended = True
     with trio.move_on_after(END_LEG_TIMEOUT_S, shield=True):
