@@ -49,6 +49,13 @@ SUMMARY_PARAMETER = {"type": "string", "description": "For the person taking the
                      "what they need, in one or two sentences, so they need not repeat themselves."}
 
 
+#: JSON-schema parameters of the built-in ``end_call`` and ``transfer_to_human`` tools, for the
+#: providers that declare them as plain JSON schema (Deepgram, Gemini).
+_WHY: dict[str, Any] = {"type": "string", "description": "Why, in a few words."}
+REASON_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {"reason": _WHY}}
+TRANSFER_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {"reason": _WHY, "summary": SUMMARY_PARAMETER}}
+
+
 def summary_of(args: Mapping[str, Any]) -> str | None:
     """A transfer request's ``summary`` (a string), clipped; None when absent."""
     value = args.get("summary")

@@ -34,21 +34,18 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from twibridge.agents.base import (
-    SUMMARY_PARAMETER, summary_of,
+    REASON_PARAMETERS, TRANSFER_PARAMETERS, summary_of,
     AgentDisconnected, AgentEvent, AgentFailed, AgentNotice, AgentProtocolError, AudioOut, HangupRequest,
     ReplyDone, SpeechStarted, ToolCall, ToolSpec, Transcript, TransferRequest,
 )
 
 END_CALL = "end_call"
 TRANSFER = "transfer_to_human"
-_WHY: dict[str, Any] = {"type": "string", "description": "Why, in a few words."}
-_REASON = {"type": "object", "properties": {"reason": _WHY}}
-_TRANSFER = {"type": "object", "properties": {"reason": _WHY, "summary": SUMMARY_PARAMETER}}
 BUILTIN_FUNCTIONS: tuple[dict[str, Any], ...] = (
     {"name": END_CALL, "description": "Hang up the phone call. Say goodbye first; call this when the "
-     "conversation is over.", "parameters": _REASON, "defer_until_eot": True},
+     "conversation is over.", "parameters": REASON_PARAMETERS, "defer_until_eot": True},
     {"name": TRANSFER, "description": "Transfer the caller to a human agent when they ask for one or you "
-     "cannot help.", "parameters": _TRANSFER, "defer_until_eot": True},
+     "cannot help.", "parameters": TRANSFER_PARAMETERS, "defer_until_eot": True},
 )
 KEEPALIVE = '{"type":"KeepAlive"}'
 #: Deepgram wants a KeepAlive at least this often while no audio flows.
@@ -236,9 +233,11 @@ class DeepgramConnection:
                     args = json.loads(arguments)
                 except ValueError:
                     args = {}
-                reason = args.get("reason") if isinstance(args, dict) and isinstance(args.get("reason"), str) else ""
+                if not isinstance(args, dict):
+                    args = {}
+                reason = args.get("reason") if isinstance(args.get("reason"), str) else ""
                 events.append(HangupRequest(f"{END_CALL}: {reason}" if reason else END_CALL)
-                              if name == END_CALL else TransferRequest(None, summary_of(args) if isinstance(args, dict) else None))
+                              if name == END_CALL else TransferRequest(None, summary_of(args)))
                 continue
             self._open_calls[call_id] = name
             events.append(ToolCall(call_id, name, arguments))

@@ -41,7 +41,7 @@ import json
 from typing import Any, Iterable, Mapping
 
 from twibridge.agents.base import (
-    SUMMARY_PARAMETER, summary_of,
+    REASON_PARAMETERS, TRANSFER_PARAMETERS, summary_of,
     AgentDisconnected, AgentEvent, AgentProtocolError, AudioOut, HangupRequest, ReplyDone, SpeechStarted,
     ToolCall, ToolSpec, Transcript, TransferRequest,
 )
@@ -51,14 +51,11 @@ from twibridge.audio.resample import Downsampler16kTo8k, Downsampler24kTo8k, Ups
 END_CALL = "end_call"
 TRANSFER = "transfer_to_human"
 INPUT_MIME = "audio/pcm;rate=16000"
-_WHY: dict[str, Any] = {"type": "string", "description": "Why, in a few words."}
-_REASON = {"type": "object", "properties": {"reason": _WHY}}
-_TRANSFER = {"type": "object", "properties": {"reason": _WHY, "summary": SUMMARY_PARAMETER}}
 BUILTIN_DECLARATIONS: tuple[dict[str, Any], ...] = (
     {"name": END_CALL, "description": "Hang up the phone call. Say goodbye first; call this when the "
-     "conversation is over.", "parameters": _REASON},
+     "conversation is over.", "parameters": REASON_PARAMETERS},
     {"name": TRANSFER, "description": "Transfer the caller to a human agent when they ask for one or you "
-     "cannot help.", "parameters": _TRANSFER},
+     "cannot help.", "parameters": TRANSFER_PARAMETERS},
 )
 
 
