@@ -64,7 +64,7 @@ class RawWsTransport:
         if msg is None:
             raise RemoteProtocolError("socket closed without stop")
         op, payload = msg
-        return payload.decode() if op == OP_TEXT else payload
+        return payload.decode() if op == OP_TEXT else bytes(payload)
 
     async def send(self, data: str) -> None:
         from bench.wsraw import OP_TEXT, server_frame
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.agent == "passthrough":
         from bench.passthrough_agent import PassthroughProvider
 
-        rt.provider_factory = PassthroughProvider
+        rt.provider_factory = PassthroughProvider  # type: ignore[assignment]  # takes the Config it is given
     if args.transport == "quart":
         from twibridge.server.app import serve
 

@@ -68,6 +68,10 @@ TALK_FRAMES, QUIET_FRAMES = 75, 125
 BARGE_QUIET_FRAMES = 60
 CONNECT_TIMEOUT_S = 10.0
 CLOSE_WAIT_S = 2.0
+#: A send that has not gone out after this long ends that call as ``send:stalled`` (its CallSid is listed):
+#: the server stopped reading the socket (TCP backpressure).  Bounding it keeps one wedged call from
+#: holding the whole run until its deadline.
+SEND_STALL_S = 10.0
 ACCOUNT_SID = "AC" + "0" * 32
 
 
@@ -175,6 +179,8 @@ class Shared:
     clears: int = 0
     barges_sent: int = 0
     media_in: int = 0
+    #: CallSids whose send stalled (see SEND_STALL_S): look them up in the server's log.
+    stalled: list[str] = field(default_factory=list)
 
 
 class Caller:
@@ -261,7 +267,7 @@ class Caller:
         head = text(build_connected()) + text(build_start(1, sid, ACCOUNT_SID, self.call_sid,
                                                           {"From": "+15550001", "To": "+15550002"}))
         try:
-            await ws.send(head)
+            await self._send(ws, head)
             t0 = trio.current_time() + FRAME_S
             late = self.sh.send_late_ms
             for k in range(self.a.frames):
@@ -273,13 +279,22 @@ class Caller:
                 marks = self.marks
                 while marks and marks[0][0] <= now:
                     out += text(build_mark_echo(self._next_seq(), sid, marks.popleft()[1]))
-                await ws.send(out)
+                await self._send(ws, out)
                 self.sh.frames_sent += 1
-            await ws.send(text(build_stop(self._next_seq(), sid, ACCOUNT_SID, self.call_sid)))
+            await self._send(ws, text(build_stop(self._next_seq(), sid, ACCOUNT_SID, self.call_sid)))
             return True
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError) as exc:
             self.sh.failed["send:" + type(exc).__name__] += 1
             return False
+        except trio.TooSlowError:
+            self.sh.failed["send:stalled"] += 1
+            self.sh.stalled.append(self.call_sid)
+            return False
+
+    @staticmethod
+    async def _send(ws: RawWebSocket, data: bytes) -> None:
+        with trio.fail_after(SEND_STALL_S):
+            await ws.send(data)
 
     async def _reader(self, ws: RawWebSocket, done: trio.Event) -> None:
         try:
@@ -411,14 +426,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             other_cpu_pct=100 * ((sys_b - sys_a) - (c_b - c_a) - (me_b - me_a) - aux_ticks) / hz / wall,
         )
 
-    with trio.fail_after(args.ramp_s + duration + 60):
+    # Bounded, but a run that overruns still reports what it measured (``overran``): the soak keeps going.
+    with trio.move_on_after(args.ramp_s + duration + 60) as overall:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sample)
             for i in range(args.calls):
                 nursery.start_soon(Caller(args, i, shared).run, start + i * step)
+    if overall.cancelled_caught:
+        shared.failed["overran"] += 1  # so no "holds" rule and no soak verdict can pass this run
     return {
-        "calls": args.calls, "script": args.script, "prefix": args.prefix, "connected": shared.connected,
-        "failed": dict(shared.failed), "silent_calls": shared.silent_calls, "frames_sent": shared.frames_sent,
+        "calls": args.calls, "overran": overall.cancelled_caught, "script": args.script, "prefix": args.prefix,
+        "connected": shared.connected,
+        "failed": dict(shared.failed), "stalled": shared.stalled,
+        "silent_calls": shared.silent_calls, "frames_sent": shared.frames_sent,
         "media_in": shared.media_in, "close_codes": {str(k): v for k, v in shared.close_codes.items()},
         "lateness_ms": dist(shared.lateness_ms),
         "late_chunks_over_20ms": sum(1 for x in shared.lateness_ms if x > 20),

@@ -99,6 +99,7 @@ class ServerProcess:
                     raise RuntimeError(f"{self.label or self.argv} exited: {self.lines[-10:]}")
                 with trio.move_on_after(0.5):
                     await self._changed.wait()
+        raise AssertionError("unreachable: fail_after raises")  # for mypy: its __exit__ may return True
 
     async def stop(self) -> int | None:
         """SIGTERM the process group; SIGKILL it if it overstays."""
@@ -117,6 +118,7 @@ class ServerProcess:
             except ProcessLookupError:
                 pass
             return await self.proc.wait()
+        raise AssertionError("unreachable")  # for mypy: a shielded scope's __exit__ may return True
 
 
 async def run_driver(url: str, calls: int, *, pid: int, prefix: str, duration_s: float, ramp_s: float,

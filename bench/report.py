@@ -103,7 +103,7 @@ def cpu_per_call(rows: list[dict[str, Any]], server: str, at: int = 50) -> float
     if not mine:
         return None
     r = max(mine, key=lambda r: r["calls"])
-    return float(r["driver"]["server_cpu_pct"]) / r["calls"]
+    return float(r["driver"]["server_cpu_pct"]) / int(r["calls"])
 
 
 def capacity_summary(rows: list[dict[str, Any]], servers: list[str], baseline: str) -> str:

@@ -45,6 +45,7 @@ GROWTH_LIMIT_PCT = 5.0
 #: How long a (starved) bridge gets after the last batch to end its calls.
 AFTER_WAIT_S = 120.0
 METRICS = ("rss_kb", "fds", "tasks")
+DUMP_EVENTS = ("soak.tasks", "soak.fds", "soak.ws_streams")
 
 
 @dataclass
@@ -86,8 +87,19 @@ async def _lane(kind: str, srv: ServerProcess, n: int, offset_s: float, t0: floa
     while trio.current_time() + plan.ramp_s + plan.call_s < end:
         prefix = os.urandom(4).hex()
         started = trio.current_time() - t0
-        d = await run_driver(srv.ws_url, n, pid=srv.pid, prefix=prefix, duration_s=plan.call_s,
-                             ramp_s=plan.ramp_s, script="echo")
+        try:
+            d = await run_driver(srv.ws_url, n, pid=srv.pid, prefix=prefix, duration_s=plan.call_s,
+                                 ramp_s=plan.ramp_s, script="echo")
+        except (RuntimeError, trio.TooSlowError) as exc:
+            # Recorded (the verdict fails) and the lane goes on: the samples so far are what tells why.
+            progress(f"{kind} lane at {started:.0f} s: the driver failed: {exc!r}"[:600])
+            runs.append({"kind": kind, "prefix": prefix, "t_s": round(started, 1), "calls": n, "error": repr(exc)})
+            continue
+        if d.get("overran") or d.get("stalled"):
+            # Where the bridge's tasks wait now (its SIGUSR1 dump, kept in the JSON under "dumps").
+            progress(f"{kind} lane at {started:.0f} s: overran={d.get('overran')}, "
+                     f"stalled sends: {d.get('stalled')}")
+            os.kill(srv.pid, signal.SIGUSR1)
         runs.append({"kind": kind, "prefix": prefix, "t_s": round(started, 1), "calls": n, "driver": d})
 
 
@@ -120,8 +132,18 @@ def _samples(srv: ServerProcess, t0_mono: float | None) -> list[dict[str, Any]]:
     if not lines:
         return []
     base = t0_mono if t0_mono is not None else float(lines[0]["mono"])
-    return [{"t_s": round(float(l["mono"]) - base, 1), **{k: l[k] for k in ("rss_kb", "fds", "tasks", "calls", "pending")}}
+    return [{"t_s": round(float(l["mono"]) - base, 1),
+             **{k: l[k] for k in ("rss_kb", "fds", "tasks", "calls", "pending", "cpu_s") if k in l}}
             for l in lines]
+
+
+def cpu_pct(samples: list[dict[str, Any]], warmup_s: float, until_s: float) -> float | None:
+    """The bridge's mean CPU (% of one core) between the warm-up and the wind-down."""
+    post = [s for s in samples if warmup_s <= s["t_s"] <= until_s and "cpu_s" in s]
+    if len(post) < 2 or post[-1]["t_s"] <= post[0]["t_s"]:
+        return None
+    cpu_s = float(post[-1]["cpu_s"]) - float(post[0]["cpu_s"])
+    return round(100 * cpu_s / (float(post[-1]["t_s"]) - float(post[0]["t_s"])), 1)
 
 
 async def _lost(srv: ServerProcess, run: dict[str, Any]) -> int | None:
@@ -191,12 +213,16 @@ async def soak(plan: SoakPlan) -> dict[str, Any]:
                             lanes.start_soon(_lane, kind, servers[kind], n, i * plan.call_s / plan.lanes, t0, end,
                                              plan, runs)
             for run in runs:
-                run["lost"] = await _lost(servers[run["kind"]], run)
+                run["lost"] = await _lost(servers[run["kind"]], run) if "driver" in run else None
             for kind, srv in servers.items():
                 out.setdefault("after", {})[kind] = await _after_calls(srv)
             # The sample log's clock is the server's trio clock: align on each server's own first sample.
             for kind, srv in servers.items():
                 out.setdefault("samples", {})[kind] = _samples(srv, None)
+                out.setdefault("dumps", {})[kind] = [l for l in srv.lines if l.get("event") in DUMP_EVENTS]
+                stalled = {sid for r in runs if r["kind"] == kind for sid in r.get("driver", {}).get("stalled", [])}
+                out.setdefault("stalled_calls", {})[kind] = {
+                    sid: [l for l in srv.lines if l.get("call_sid") == sid] for sid in sorted(stalled)}
         finally:
             for srv in (*servers.values(), *extra):
                 await srv.stop()
@@ -214,29 +240,40 @@ async def soak(plan: SoakPlan) -> dict[str, Any]:
 def summarize(out: dict[str, Any], plan: SoakPlan) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for kind, samples in out["samples"].items():
-        mine = [r for r in out["runs"] if r["kind"] == kind]
+        mine = [r for r in out["runs"] if r["kind"] == kind and "driver" in r]
+        errors = [r for r in out["runs"] if r["kind"] == kind and "error" in r]
         drivers = [r["driver"] for r in mine]
         failed = sum(sum(d["failed"].values()) for d in drivers)
         lost = [r["lost"] for r in mine]
         entry: dict[str, Any] = {
             "batches": len(mine), "calls": sum(r["calls"] for r in mine), "failed": failed,
+            "driver_errors": len(errors), "stalled": [sid for d in drivers for sid in d.get("stalled", [])],
             "silent_calls": sum(d["silent_calls"] for d in drivers),
             "lost_frames": None if any(x is None for x in lost) else sum(x for x in lost if x is not None),
             "late_p99_ms_max": max((d["lateness_ms"]["p99"] or 0.0 for d in drivers), default=None),
             "late_chunks_over_20ms": sum(d["late_chunks_over_20ms"] for d in drivers),
             "driver_late_p99_ms_max": max((d["driver_send_late_ms"]["p99"] or 0.0 for d in drivers), default=None),
             "live_calls_mean": round(statistics.mean(s["calls"] for s in samples), 1) if samples else None,
+            # What the run asked of the machine: this bridge, and its drivers (sum over the lanes' mean).
+            "cpu_pct": cpu_pct(samples, plan.warmup, plan.steady_until),
+            "driver_cpu_pct": _drivers_cpu(drivers, plan.lanes),
             **{m: growth(samples, m, plan.warmup, plan.steady_until) for m in METRICS},
         }
         entry["after_calls"] = out.get("after", {}).get(kind)
         grown = [entry[m]["growth_pct"] for m in METRICS]
         entry["flat"] = all(g is not None and g <= GROWTH_LIMIT_PCT for g in grown)
-        entry["passes"] = bool(entry["flat"] and failed == 0 and entry["silent_calls"] == 0
+        entry["passes"] = bool(entry["flat"] and failed == 0 and not errors and entry["silent_calls"] == 0
                                and entry["lost_frames"] == 0
                                and (entry["late_p99_ms_max"] or 0.0) < report.LATE_P99_MS
                                and (entry["driver_late_p99_ms_max"] or 0.0) < report.DRIVER_LATE_P99_MS)
         summary[kind] = entry
     return summary
+
+
+def _drivers_cpu(drivers: list[dict[str, Any]], lanes: int) -> float | None:
+    """The drivers' CPU (% of one core) while all lanes run: each batch's own, averaged, times the lanes."""
+    own = [float(d["driver_cpu_pct"]) for d in drivers if d.get("driver_cpu_pct") is not None]
+    return round(statistics.mean(own) * lanes, 1) if own else None
 
 
 def plot(out: dict[str, Any], plan: SoakPlan) -> str | None:
@@ -273,8 +310,9 @@ def plot(out: dict[str, Any], plan: SoakPlan) -> str | None:
 
 
 def table(summary: dict[str, Any]) -> str:
-    rows = ["| bridge | batches | calls | live (mean) | failed | lost frames | late p99 (max) | driver late p99 (max) "
-            "| RSS growth | fds growth | tasks growth | passes |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| bridge | batches | calls | live (mean) | CPU % (bridge / its drivers) | failed | lost frames "
+            "| late p99 (max) | driver late p99 (max) | RSS growth | fds growth | tasks growth | passes |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def g(m: dict[str, Any]) -> str:
         # The trend (calls factored out), then the raw medians of the first and last fifth after warm-up.
@@ -283,7 +321,9 @@ def table(summary: dict[str, Any]) -> str:
     for kind, e in summary.items():
         late = "–" if e["late_p99_ms_max"] is None else f"{e['late_p99_ms_max']:.1f} ms"
         driver = "–" if e["driver_late_p99_ms_max"] is None else f"{e['driver_late_p99_ms_max']:.1f} ms"
-        rows.append(f"| {kind} | {e['batches']} | {e['calls']} | {e['live_calls_mean']} | {e['failed']} "
+        failed = f"{e['failed']}" + (f" + {e['driver_errors']} driver errors" if e.get("driver_errors") else "")
+        cpu = f"{e.get('cpu_pct', '–')} / {e.get('driver_cpu_pct', '–')}"
+        rows.append(f"| {kind} | {e['batches']} | {e['calls']} | {e['live_calls_mean']} | {cpu} | {failed} "
                     f"| {e['lost_frames']} | {late} | {driver} "
                     f"| {g(e['rss_kb'])} | {g(e['fds'])} | {g(e['tasks'])} | {'yes' if e['passes'] else 'NO'} |")
     return "\n".join(rows)

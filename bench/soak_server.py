@@ -4,7 +4,7 @@
 exactly as ``twibridge serve`` does (config from ``TWIBRIDGE_*``), with one
 task beside it that logs ``soak.sample``: resident memory and open fds (from
 ``/proc/self``), the number of live Trio tasks (walked from the root task) and
-live calls.  The task count is what only the process itself can see; a leaked
+live calls, and its CPU time so far.  The task count is what only the process itself can see; a leaked
 task, cancel scope or nursery shows there before it shows in memory.
 
 ``kill -USR1 <pid>`` logs ``soak.tasks``: the live tasks grouped by where each
@@ -22,6 +22,7 @@ import inspect
 import os
 import signal
 import sys
+import time
 from collections import Counter
 from functools import partial
 from typing import Any, Iterator
@@ -35,7 +36,9 @@ def task_count() -> int:
 
 
 def all_tasks() -> list[trio.lowlevel.Task]:
-    todo, out = [trio.lowlevel.current_root_task()], []
+    root = trio.lowlevel.current_root_task()
+    assert root is not None  # called from inside trio.run
+    todo, out = [root], []
     while todo:
         task = todo.pop()
         out.append(task)
@@ -135,7 +138,7 @@ async def sampler(rt: Any, every_s: float, _signalled: trio.Event) -> None:
         nursery.start_soon(dump_on_usr1)
         while True:
             log.info("soak.sample", rss_kb=rss_kb(), fds=open_fds(), tasks=task_count(), calls=len(rt.calls),
-                     pending=rt.pending, mono=round(trio.current_time(), 3))
+                     pending=rt.pending, cpu_s=round(time.process_time(), 3), mono=round(trio.current_time(), 3))
             await trio.sleep(every_s)
 
 

@@ -33,3 +33,31 @@ def test_a_leak_is_measured_over_the_steady_window() -> None:
 
 def test_too_few_samples_give_no_verdict() -> None:
     assert soak.growth(series(0, 0, n=3), "rss_kb", warmup_s=0, until_s=10)["growth_pct"] is None
+
+
+def test_cpu_is_the_slope_of_process_time_over_the_steady_window() -> None:
+    # 0.3 s of CPU per 1 s of wall after warm-up (30 %); the warm-up's 90 % is left out.
+    samples = [{"t_s": float(t), "cpu_s": (0.9 * t if t <= 60 else 54 + 0.3 * (t - 60))} for t in range(0, 600, 5)]
+    assert soak.cpu_pct(samples, warmup_s=60, until_s=600) == 30.0
+    assert soak.cpu_pct([{"t_s": 0.0}], warmup_s=0, until_s=10) is None
+
+
+def _driver(cpu: float) -> dict[str, object]:
+    return {"connected": 10, "failed": {}, "silent_calls": 0, "lateness_ms": {"p99": 2.0},
+            "late_chunks_over_20ms": 0, "driver_send_late_ms": {"p99": 3.0}, "driver_cpu_pct": cpu}
+
+
+def test_a_driver_error_fails_the_verdict_and_shows_in_the_table() -> None:
+    plan = soak.SoakPlan(minutes=10, lanes=2)
+    samples = [{"t_s": 5.0 * i, "calls": 10, "rss_kb": 1000, "fds": 20, "tasks": 50, "cpu_s": 0.1 * i}
+               for i in range(120)]
+    runs = [{"kind": "echo", "calls": 10, "driver": _driver(4.0), "lost": 0},
+            {"kind": "echo", "calls": 10, "driver": _driver(6.0), "lost": 0}]
+    clean = soak.summarize({"samples": {"echo": samples}, "runs": runs}, plan)["echo"]
+    assert clean["passes"] and clean["driver_errors"] == 0
+    assert clean["cpu_pct"] == 2.0 and clean["driver_cpu_pct"] == 10.0  # 0.1 s per 5 s; mean 5 % × 2 lanes
+
+    runs.append({"kind": "echo", "calls": 10, "error": "TooSlowError()"})
+    e = soak.summarize({"samples": {"echo": samples}, "runs": runs}, plan)
+    assert not e["echo"]["passes"] and e["echo"]["driver_errors"] == 1 and e["echo"]["batches"] == 2
+    assert "| 2.0 / 10.0 | 0 + 1 driver errors |" in soak.table(e)
