@@ -561,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--soak-png", default="docs/img/soak.png", help="soak: the plot (needs matplotlib)")
     p.add_argument("--soak-cpu-pct", type=float, default=0.0,
                    help="soak: cap each bridge at this %% of one core (cgroups, needs root): a starved bridge")
+    p.add_argument("--soak-history", type=int, default=0,
+                   help="soak: call summaries each bridge keeps (0: as shipped, 200): RSS grows until it is full")
     args = p.parse_args(argv)
     min_pct = 100 * cgroups.MIN_QUOTA_US / WORKER_CPU_PERIOD_US
     if args.worker_cpu_pct and not min_pct <= args.worker_cpu_pct <= 100:
@@ -601,7 +603,7 @@ def soak_main(args: argparse.Namespace) -> int:
         os.makedirs(os.path.dirname(args.soak_png) or ".", exist_ok=True)
     plan = soak.SoakPlan(minutes=args.soak_minutes, echo_calls=args.soak_echo_calls,
                          openai_calls=args.soak_openai_calls, call_s=args.soak_call_s, png=args.soak_png or None,
-                         cpu_pct=args.soak_cpu_pct)
+                         cpu_pct=args.soak_cpu_pct, history=args.soak_history)
     res = trio.run(soak.soak, plan)
     print(f"# twibridge soak, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
           f"Python {sys.version.split()[0]}\n")

@@ -63,6 +63,8 @@ class SoakPlan:
     png: str | None = None
     #: Cap each bridge at this % of one core (cgroups; 0: uncapped).
     cpu_pct: float = 0.0
+    #: Call summaries each bridge's registry keeps (0: as shipped, 200); see ``bench.soak_server --history``.
+    history: int = 0
 
     @property
     def steady_until(self) -> float:
@@ -133,7 +135,7 @@ def _samples(srv: ServerProcess, t0_mono: float | None) -> list[dict[str, Any]]:
         return []
     base = t0_mono if t0_mono is not None else float(lines[0]["mono"])
     return [{"t_s": round(float(l["mono"]) - base, 1),
-             **{k: l[k] for k in ("rss_kb", "fds", "tasks", "calls", "pending", "cpu_s") if k in l}}
+             **{k: l[k] for k in ("rss_kb", "fds", "tasks", "calls", "pending", "cpu_s", "history") if k in l}}
             for l in lines]
 
 
@@ -195,7 +197,7 @@ async def soak(plan: SoakPlan) -> dict[str, Any]:
     async with trio.open_nursery() as nursery:
         try:
             fake_env, extra = await _fake_realtime(nursery)
-            argv = [PY, "-m", "bench.soak_server", "--sample-s", str(plan.sample_s)]
+            argv = [PY, "-m", "bench.soak_server", "--sample-s", str(plan.sample_s), "--history", str(plan.history)]
             servers["echo"] = await ServerProcess(argv, bench_env(), "soak-echo").start(nursery)
             servers["openai"] = await ServerProcess(argv, bench_env(**fake_env), "soak-openai").start(nursery)
             if caps is not None:

@@ -23,7 +23,7 @@ import os
 import signal
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from functools import partial
 from typing import Any, Iterator
 
@@ -121,6 +121,11 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def retained(rt: Any) -> int:
+    """Call summaries the in-process registry keeps for ``twibridge calls`` (bounded, by design)."""
+    return len(getattr(rt.registry, "_history", ()))
+
+
 async def sampler(rt: Any, every_s: float, _signalled: trio.Event) -> None:
     from twibridge.logs import get_logger
 
@@ -138,7 +143,8 @@ async def sampler(rt: Any, every_s: float, _signalled: trio.Event) -> None:
         nursery.start_soon(dump_on_usr1)
         while True:
             log.info("soak.sample", rss_kb=rss_kb(), fds=open_fds(), tasks=task_count(), calls=len(rt.calls),
-                     pending=rt.pending, cpu_s=round(time.process_time(), 3), mono=round(trio.current_time(), 3))
+                     pending=rt.pending, history=retained(rt), cpu_s=round(time.process_time(), 3),
+                     mono=round(trio.current_time(), 3))
             await trio.sleep(every_s)
 
 
@@ -147,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--sample-s", type=float, default=5.0)
+    p.add_argument("--history", type=int, default=0,
+                   help="keep this many call summaries instead of the registry's 200 (0: as shipped); "
+                        "a diagnostic: RSS grows until that history is full")
     args = p.parse_args(argv)
 
     from twibridge import logs
@@ -156,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(None, os.environ)
     logs.configure(cfg.log.level, cfg.log.format, cfg.secrets())
     rt = make_runtime(cfg)
+    if args.history and hasattr(rt.registry, "_history"):
+        rt.registry._history = deque(rt.registry._history, maxlen=args.history)
     trio.run(partial(serve, cfg, host=args.host, port=args.port, rt=rt,
                      beside=partial(sampler, rt, args.sample_s)))
     return 0
