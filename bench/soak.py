@@ -10,6 +10,10 @@ split over ``lanes`` driver lanes, and each lane runs back-to-back batches of
 process).  The lanes are offset by ``call_s / lanes``, so a batch ends and a
 new one starts every few seconds while the total stays near the target.
 
+The warm-up lasts a quarter of the run (at most 5 minutes) or, per bridge,
+until its call registry holds the full history it keeps for ``twibridge calls``
+(200 summaries as shipped), whichever is later: until then each call adds a
+summary by design (:func:`steady_from`).
 It passes when, after the warm-up, no resource grows by more than 5 %, every
 call is served, no frame is lost, and caller-side lateness p99 stays under
 :data:`bench.report.LATE_P99_MS`.  Growth is the slope over time of a
@@ -129,13 +133,25 @@ def growth(samples: list[dict[str, Any]], metric: str, warmup_s: float, until_s:
             "growth_pct": round(100 * float(coef[1]) * span / mean, 2) if mean else None}
 
 
+def steady_from(samples: list[dict[str, Any]], warmup_s: float) -> tuple[float, float | None]:
+    """When this bridge's steady window starts, and when its call history was full (None: never).
+
+    The in-process registry keeps the last ``history_max`` call summaries for ``twibridge calls``
+    (:mod:`twibridge.state.memory`): until it is full each call adds one, by design, and RSS climbs; after,
+    each call replaces one.  So the warm-up lasts ``warmup_s`` or until the history is full, whichever is
+    later.  A history that never fills leaves the warm-up as it is, and its growth counts."""
+    full = next((float(s["t_s"]) for s in samples
+                 if s.get("history_max") and s.get("history", 0) >= s["history_max"]), None)
+    return (max(warmup_s, full) if full is not None else warmup_s), full
+
+
 def _samples(srv: ServerProcess, t0_mono: float | None) -> list[dict[str, Any]]:
     lines = srv.events("soak.sample")
     if not lines:
         return []
     base = t0_mono if t0_mono is not None else float(lines[0]["mono"])
     return [{"t_s": round(float(l["mono"]) - base, 1),
-             **{k: l[k] for k in ("rss_kb", "fds", "tasks", "calls", "pending", "cpu_s", "history") if k in l}}
+             **{k: l[k] for k in ("rss_kb", "fds", "tasks", "calls", "pending", "cpu_s", "history", "history_max") if k in l}}
             for l in lines]
 
 
@@ -235,7 +251,7 @@ async def soak(plan: SoakPlan) -> dict[str, Any]:
     out["runs"] = runs
     out["summary"] = summarize(out, plan)
     if plan.png:
-        out["png"] = plot(out, plan)
+        out["png"] = plot(out, plan, out["summary"])
     return out
 
 
@@ -247,7 +263,10 @@ def summarize(out: dict[str, Any], plan: SoakPlan) -> dict[str, Any]:
         drivers = [r["driver"] for r in mine]
         failed = sum(sum(d["failed"].values()) for d in drivers)
         lost = [r["lost"] for r in mine]
+        start, full = steady_from(samples, plan.warmup)
         entry: dict[str, Any] = {
+            "steady_from_s": start, "history_full_s": full,
+            "history_max": max((int(s.get("history_max", 0)) for s in samples), default=0),
             "batches": len(mine), "calls": sum(r["calls"] for r in mine), "failed": failed,
             "driver_errors": len(errors), "stalled": [sid for d in drivers for sid in d.get("stalled", [])],
             "silent_calls": sum(d["silent_calls"] for d in drivers),
@@ -257,9 +276,9 @@ def summarize(out: dict[str, Any], plan: SoakPlan) -> dict[str, Any]:
             "driver_late_p99_ms_max": max((d["driver_send_late_ms"]["p99"] or 0.0 for d in drivers), default=None),
             "live_calls_mean": round(statistics.mean(s["calls"] for s in samples), 1) if samples else None,
             # What the run asked of the machine: this bridge, and its drivers (sum over the lanes' mean).
-            "cpu_pct": cpu_pct(samples, plan.warmup, plan.steady_until),
+            "cpu_pct": cpu_pct(samples, start, plan.steady_until),
             "driver_cpu_pct": _drivers_cpu(drivers, plan.lanes),
-            **{m: growth(samples, m, plan.warmup, plan.steady_until) for m in METRICS},
+            **{m: growth(samples, m, start, plan.steady_until) for m in METRICS},
         }
         entry["after_calls"] = out.get("after", {}).get(kind)
         grown = [entry[m]["growth_pct"] for m in METRICS]
@@ -278,7 +297,7 @@ def _drivers_cpu(drivers: list[dict[str, Any]], lanes: int) -> float | None:
     return round(statistics.mean(own) * lanes, 1) if own else None
 
 
-def plot(out: dict[str, Any], plan: SoakPlan) -> str | None:
+def plot(out: dict[str, Any], plan: SoakPlan, summary: dict[str, Any] | None = None) -> str | None:
     """RSS, fds and tasks over time, per bridge; None when matplotlib is not installed."""
     try:
         import matplotlib
@@ -293,9 +312,13 @@ def plot(out: dict[str, Any], plan: SoakPlan) -> str | None:
     labels = {"rss_kb": "RSS (MiB)", "fds": "open fds", "tasks": "Trio tasks", "calls": "live calls"}
     for kind, samples in out["samples"].items():
         t = [s["t_s"] / 60 for s in samples]
+        start = (summary or {}).get(kind, {}).get("steady_from_s")
         for ax, key in zip(axes, ("rss_kb", "fds", "tasks", "calls")):
             scale = 1024 if key == "rss_kb" else 1
-            ax.plot(t, [s[key] / scale for s in samples], label=f"{kind} bridge", linewidth=1)
+            line, = ax.plot(t, [s[key] / scale for s in samples], label=f"{kind} bridge", linewidth=1)
+            if start is not None and start > plan.warmup:
+                # This bridge's warm-up ran on until its call history was full (see steady_from).
+                ax.axvline(start / 60, color=line.get_color(), linestyle="--", linewidth=0.8)
             ax.set_ylabel(labels[key])
     for ax in axes:
         ax.axvspan(0, plan.warmup / 60, color="grey", alpha=0.15, linewidth=0)
@@ -303,7 +326,8 @@ def plot(out: dict[str, Any], plan: SoakPlan) -> str | None:
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower right")
     axes[0].set_title(f"twibridge soak: {plan.echo_calls} echo + {plan.openai_calls} OpenAI-fake calls, "
-                      f"{plan.minutes:g} min (grey: warm-up, wind-down)")
+                      f"{plan.minutes:g} min (grey: warm-up, wind-down;\n"
+                      "dashed: a bridge's warm-up lasting until its call history is full)")
     axes[-1].set_xlabel("minutes")
     fig.tight_layout()
     fig.savefig(plan.png, dpi=90)
@@ -313,8 +337,8 @@ def plot(out: dict[str, Any], plan: SoakPlan) -> str | None:
 
 def table(summary: dict[str, Any]) -> str:
     rows = ["| bridge | batches | calls | live (mean) | CPU % (bridge / its drivers) | failed | lost frames "
-            "| late p99 (max) | driver late p99 (max) | RSS growth | fds growth | tasks growth | passes |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| late p99 (max) | driver late p99 (max) | steady from | RSS growth | fds growth | tasks growth | passes |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def g(m: dict[str, Any]) -> str:
         # The trend (calls factored out), then the raw medians of the first and last fifth after warm-up.
@@ -325,8 +349,11 @@ def table(summary: dict[str, Any]) -> str:
         driver = "–" if e["driver_late_p99_ms_max"] is None else f"{e['driver_late_p99_ms_max']:.1f} ms"
         failed = f"{e['failed']}" + (f" + {e['driver_errors']} driver errors" if e.get("driver_errors") else "")
         cpu = f"{e.get('cpu_pct', '–')} / {e.get('driver_cpu_pct', '–')}"
+        start = "–" if e.get("steady_from_s") is None else f"{e['steady_from_s'] / 60:.1f} min"
+        if e.get("history_max") and e.get("history_full_s") is None:
+            start += " (history not full)"
         rows.append(f"| {kind} | {e['batches']} | {e['calls']} | {e['live_calls_mean']} | {cpu} | {failed} "
-                    f"| {e['lost_frames']} | {late} | {driver} "
+                    f"| {e['lost_frames']} | {late} | {driver} | {start} "
                     f"| {g(e['rss_kb'])} | {g(e['fds'])} | {g(e['tasks'])} | {'yes' if e['passes'] else 'NO'} |")
     return "\n".join(rows)
 

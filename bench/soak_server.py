@@ -121,9 +121,11 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def retained(rt: Any) -> int:
-    """Call summaries the in-process registry keeps for ``twibridge calls`` (bounded, by design)."""
-    return len(getattr(rt.registry, "_history", ()))
+def retained(rt: Any) -> tuple[int, int]:
+    """Call summaries the in-process registry keeps for ``twibridge calls``, and its bound: until it is
+    full every call adds one by design (the soak's warm-up lasts until then); (0, 0) for Redis."""
+    history = getattr(rt.registry, "_history", None)
+    return (len(history), history.maxlen or 0) if history is not None else (0, 0)
 
 
 async def sampler(rt: Any, every_s: float, _signalled: trio.Event) -> None:
@@ -142,8 +144,9 @@ async def sampler(rt: Any, every_s: float, _signalled: trio.Event) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(dump_on_usr1)
         while True:
+            kept, bound = retained(rt)
             log.info("soak.sample", rss_kb=rss_kb(), fds=open_fds(), tasks=task_count(), calls=len(rt.calls),
-                     pending=rt.pending, history=retained(rt), cpu_s=round(time.process_time(), 3),
+                     pending=rt.pending, history=kept, history_max=bound, cpu_s=round(time.process_time(), 3),
                      mono=round(trio.current_time(), 3))
             await trio.sleep(every_s)
 

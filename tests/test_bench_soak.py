@@ -61,3 +61,31 @@ def test_a_driver_error_fails_the_verdict_and_shows_in_the_table() -> None:
     e = soak.summarize({"samples": {"echo": samples}, "runs": runs}, plan)
     assert not e["echo"]["passes"] and e["echo"]["driver_errors"] == 1 and e["echo"]["batches"] == 2
     assert "| 2.0 / 10.0 | 0 + 1 driver errors |" in soak.table(e)
+
+
+def test_the_warm_up_lasts_until_the_call_history_is_full() -> None:
+    # RSS climbs while the registry's 200-summary history fills (one summary per call), then churns flat.
+    plan = soak.SoakPlan(minutes=30, lanes=2)
+    samples = []
+    for i in range(360):
+        t = 5.0 * i
+        kept = min(200, i)
+        samples.append({"t_s": t, "calls": 10, "rss_kb": 90_000 + 50 * kept, "fds": 20, "tasks": 50,
+                        "cpu_s": 0.1 * i, "history": kept, "history_max": 200})
+    runs = [{"kind": "echo", "calls": 10, "driver": _driver(4.0), "lost": 0}]
+    e = soak.summarize({"samples": {"echo": samples}, "runs": runs}, plan)
+    assert e["echo"]["history_full_s"] == 1000.0 and e["echo"]["steady_from_s"] == 1000.0
+    assert e["echo"]["rss_kb"]["growth_pct"] == 0.0 and e["echo"]["passes"]
+    assert "| 16.7 min |" in soak.table(e)
+    # Judged from the fixed warm-up (5 min) the same climb is growth, and the verdict fails.
+    assert soak.growth(samples, "rss_kb", plan.warmup, plan.steady_until)["growth_pct"] > 5
+
+
+def test_a_history_that_never_fills_keeps_the_fixed_warm_up_and_says_so() -> None:
+    plan = soak.SoakPlan(minutes=10, lanes=2)
+    samples = [{"t_s": 5.0 * i, "calls": 10, "rss_kb": 1000 + 10 * i, "fds": 20, "tasks": 50, "cpu_s": 0.1 * i,
+                "history": i, "history_max": 200} for i in range(120)]
+    runs = [{"kind": "echo", "calls": 10, "driver": _driver(4.0), "lost": 0}]
+    e = soak.summarize({"samples": {"echo": samples}, "runs": runs}, plan)
+    assert e["echo"]["steady_from_s"] == plan.warmup and e["echo"]["history_full_s"] is None
+    assert not e["echo"]["passes"] and "(history not full)" in soak.table(e)
