@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     rt = make_runtime(cfg)
     if args.history and hasattr(rt.registry, "_history"):
         rt.registry._history = deque(rt.registry._history, maxlen=args.history)
+    from twibridge.server.heap import freeze_startup_heap
+
+    freeze_startup_heap()  # as `twibridge serve` does
     trio.run(partial(serve, cfg, host=args.host, port=args.port, rt=rt,
                      beside=partial(sampler, rt, args.sample_s)))
     return 0

@@ -42,6 +42,7 @@ async def test_sigterm_drains_live_calls_then_exits_zero() -> None:
     ended = sp.events("call.ended")
     assert ended and ended[0]["outcome"] == "shutdown"
     assert sp.events("server.starting")[0]["version"] == __version__
+    assert sp.events("server.heap_frozen")[0]["objects"] > 10_000  # twibridge/server/heap.py
     assert TOKEN not in json.dumps(sp.lines)
 
 

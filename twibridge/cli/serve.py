@@ -122,7 +122,9 @@ def serve(
         import trio
 
         from twibridge.server.app import serve as run_server
+        from twibridge.server.heap import freeze_startup_heap
 
+        freeze_startup_heap()
         trio.run(lambda: run_server(cfg, host=host, port=port, config_path=path))
     except* OSError as group:  # the bind fails inside Hypercorn's nursery: an exception group
         first: BaseException = group

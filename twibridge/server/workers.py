@@ -368,6 +368,9 @@ def _child(args: argparse.Namespace) -> int:
     config = build_config(json.loads(first))
     logs.configure(config.log.level, config.log.format, config.secrets())
     structlog.contextvars.bind_contextvars(worker=args.index, pid=os.getpid())
+    from twibridge.server.heap import freeze_startup_heap
+
+    freeze_startup_heap()
     trio.run(serve_fd, config, args.fd, args.heartbeat_fd, rest)
     log.info("server.stopped")
     return 0
