@@ -1,10 +1,10 @@
-"""Keep the garbage collector's full passes off the startup heap.
+"""Keep the garbage collector's full passes off the start-up heap.
 
 Why: a running server holds ~94 000 objects from its imports and set-up
 (Quart, Hypercorn, pydantic, the config, the codec tables) that live as
 long as the process.  CPython's generation-2 collection walks all of them
 every time it runs, and while it runs no call in the process is served:
-measured 40–45 ms per full collection on a quiet core and up to 87 ms
+measured 43–47 ms per full collection on a quiet core and 73–101 ms
 under 50 calls (``python -m bench.gcpause``; ``docs/benchmarks.md``), long
 enough to make a reply's first audio late for every call at once.
 ``gc.freeze()`` (the standard library's tool for exactly this) moves what
