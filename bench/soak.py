@@ -145,13 +145,17 @@ def steady_from(samples: list[dict[str, Any]], warmup_s: float) -> tuple[float, 
     return (max(warmup_s, full) if full is not None else warmup_s), full
 
 
+#: What each ``soak.sample`` line of :mod:`bench.soak_server` carries that the verdict and plot read.
+SAMPLE_KEYS = ("rss_kb", "fds", "tasks", "calls", "pending", "cpu_s", "history", "history_max")
+
+
 def _samples(srv: ServerProcess, t0_mono: float | None) -> list[dict[str, Any]]:
     lines = srv.events("soak.sample")
     if not lines:
         return []
     base = t0_mono if t0_mono is not None else float(lines[0]["mono"])
     return [{"t_s": round(float(l["mono"]) - base, 1),
-             **{k: l[k] for k in ("rss_kb", "fds", "tasks", "calls", "pending", "cpu_s", "history", "history_max") if k in l}}
+             **{k: l[k] for k in SAMPLE_KEYS if k in l}}
             for l in lines]
 
 
@@ -337,7 +341,8 @@ def plot(out: dict[str, Any], plan: SoakPlan, summary: dict[str, Any] | None = N
 
 def table(summary: dict[str, Any]) -> str:
     rows = ["| bridge | batches | calls | live (mean) | CPU % (bridge / its drivers) | failed | lost frames "
-            "| late p99 (max) | driver late p99 (max) | steady from | RSS growth | fds growth | tasks growth | passes |",
+            "| late p99 (max) | driver late p99 (max) | steady from | RSS growth | fds growth | tasks growth "
+            "| passes |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def g(m: dict[str, Any]) -> str:
