@@ -136,6 +136,8 @@ def kinds() -> dict[str, Kind]:
         **{f"twibridge-workers{k}": Kind([PY, "-m", "twibridge.server.workers", "--workers", str(k), "--host",
                                           "127.0.0.1", "--port", "0"], bench_env(), workers=k) for k in (1, 2)},
         "twibridge-openai": Kind(serve, bench_env(), before=_fake_realtime),
+        # The least a bridge on twibridge's stack costs with that agent leg (goal 3's floor): bench/floor_openai.py.
+        "floor-openai": Kind([PY, "-m", "bench.floor_openai"], bench_env(), before=_fake_realtime, counts_at_agent=True),
         "twibridge-gemini": Kind(serve, bench_env(), before=_fake_gemini),
     }
 
@@ -470,7 +472,7 @@ async def run_async(plan: Plan) -> dict[str, Any]:
     if "agent" in plan.sections:
         from bench import sample_leg
 
-        servers = {"twibridge-openai": kinds()["twibridge-openai"]}
+        servers = {"twibridge-openai": kinds()["twibridge-openai"], "floor-openai": kinds()["floor-openai"]}
         sample = sample_leg.kind()
         if sample is not None:
             servers["twilio-sample"] = sample
