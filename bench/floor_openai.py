@@ -30,6 +30,11 @@ import sys
 from typing import Any, Awaitable, Callable
 
 import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from twibridge.agents.wsclient import connect_ws
+from twibridge.agents.wsfast import fast_writer
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -42,9 +47,6 @@ SESSION_UPDATE = json.dumps({"type": "session.update", "session": {
 
 async def bridge(receive: Receive, send: Send, url: str, key: str) -> None:
     """One call: Twilio's socket (ASGI) ↔ one Realtime socket, as Twilio's sample does it."""
-    from twibridge.agents.wsclient import connect_ws
-    from twibridge.agents.wsfast import fast_writer
-
     sid = ""
     async with connect_ws(url, {"Authorization": f"Bearer {key}"}) as agent:
         fast = fast_writer(agent)
@@ -115,9 +117,7 @@ def make_app(url: str, key: str) -> Callable[[Message, Receive, Send], Awaitable
 
 
 async def main_async(url: str, key: str) -> None:
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
-
+    """Everything is imported before ``server.listening``, so the bench's idle RSS is the server's."""
     import socket
 
     sock = socket.socket()  # bound here, handed to Hypercorn by fd: listening before the line is logged
