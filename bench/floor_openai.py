@@ -33,6 +33,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from bench.fakeserver import log
 from twibridge.agents.wsclient import connect_ws
 from twibridge.agents.wsfast import fast_writer
 
@@ -52,10 +53,9 @@ async def bridge(receive: Receive, send: Send, url: str, key: str) -> None:
         fast = fast_writer(agent)
 
         async def to_agent(text: str) -> None:
-            left = fast.try_write(text) if fast is not None else None
-            if left is None:
+            if fast is None or (left := fast.try_write(text)) is None:
                 await agent.send_message(text)
-            elif left and fast is not None:
+            elif left:
                 await fast.finish()  # the kernel took part of it
 
         async def from_agent() -> None:
@@ -105,7 +105,7 @@ def make_app(url: str, key: str) -> Callable[[Message, Receive, Send], Awaitable
         try:
             await bridge(receive, send, url, key)
         except Exception as exc:  # noqa: BLE001 — one call's failure, said on stderr like a server log line
-            sys.stderr.write(json.dumps({"event": "call.failed", "error": repr(exc)}) + "\n")
+            log("call.failed", error=repr(exc))
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 try:
@@ -139,8 +139,7 @@ async def main_async(url: str, key: str) -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(signals)
-        sys.stderr.write(json.dumps({"event": "server.listening", "url": f"http://127.0.0.1:{port}"}) + "\n")
-        sys.stderr.flush()
+        log("server.listening", url=f"http://127.0.0.1:{port}")
         await serve(make_app(url, key), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
         nursery.cancel_scope.cancel()
 
