@@ -1,7 +1,7 @@
 """The package's wings import one way, and no module imports itself back.
 
 cli → server / simulate → call → runtime → agents / tools / routing / records /
-twilio / audio / state → webhooks → config / logs.  Every import counts: at
+twilio / audio / state → webhooks → config / logs / locks.  Every import counts: at
 module top, inside functions and under ``TYPE_CHECKING`` alike (a cycle there
 is still a cycle a reader has to untangle).
 """
@@ -23,7 +23,7 @@ RANK = {
     "runtime": 4,
     "agents": 3, "tools": 3, "routing": 3, "records": 3, "twilio": 3, "audio": 3, "state": 3,
     "webhooks": 2,
-    "config": 1, "logs": 1, "__init__": 0,
+    "config": 1, "logs": 1, "locks": 1, "__init__": 0,
 }
 #: Wings of the same rank that may use each other (a sibling edge, never both ways).
 SIBLINGS = {("agents", "audio"), ("agents", "tools"), ("call", "handoff"),

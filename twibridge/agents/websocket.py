@@ -33,6 +33,7 @@ from twibridge.agents.websocket_protocol import (
     AgentConnection, build_dtmf, build_mark, build_prompt, build_start, build_stop, build_tool_result,
     build_transfer_failed,
 )
+from twibridge import locks
 from twibridge.config import Config
 from twibridge.logs import get_logger
 from twibridge.agents.wsclient import connect_ws
@@ -153,15 +154,10 @@ class AgentSocket:
         """
         if self._broken is not None:
             raise AgentDisconnected(f"{self.label}: {self._broken}")
-        await trio.lowlevel.checkpoint_if_cancelled()
         lock = self._send_lock
-        try:
-            # Uncontended (nearly always: 50 audio frames a second, one sender):
-            # no trip through the scheduler, which ``async with lock`` costs
-            # on every acquire (the send itself yields anyway).
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            await lock.acquire()
+        # Uncontended nearly always (50 audio frames a second, one sender):
+        # no trip through the scheduler (the send itself yields anyway).
+        await locks.acquire(lock)
         try:
             if self._closing:  # checked under the lock: nothing may follow the goodbye (e.g. ``stop``)
                 raise AgentDisconnected(f"{self.label}: session closed")

@@ -39,6 +39,7 @@ import trio
 
 from twibridge.agents.base import AudioOut, ReplyDone
 from twibridge.audio.g711 import ulaw_dbfs
+from twibridge import locks
 from twibridge.config import TurnsConfig
 from twibridge.logs import get_logger
 from twibridge.call.limits import BoundedSet, WarnLimiter
@@ -264,12 +265,8 @@ class Speaker:
         Raises:
             RemoteProtocolError: the socket took no data for ``SEND_TIMEOUT_S``.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
         lock = self._lock
-        try:
-            lock.acquire_nowait()  # uncontended: no trip through the scheduler
-        except trio.WouldBlock:
-            await lock.acquire()  # behind a barge-in's clear (or the speaker's message)
+        await locks.acquire(lock)  # free: no trip through the scheduler; else behind a barge-in's clear
         try:
             with trio.move_on_after(SEND_TIMEOUT_S, shield=True) as scope:
                 await self._send(message)
