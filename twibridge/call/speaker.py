@@ -216,7 +216,9 @@ class Speaker:
                     with trio.move_on_at(hold_until):
                         await buf.wait_changed()
                         continue
-            await trio.sleep_until(playout.send_at(trio.current_time()))
+            due = playout.send_at(trio.current_time())
+            if due > trio.current_time():  # a due send does not queue behind the scheduler first
+                await trio.sleep_until(due)
             await self._send_audio(tp, buf.take(chunk))
         if tp.marked_ms < tp.sent_ms:  # the reply's last audio: its end is known when played
             await self._send_mark(tp)
