@@ -43,10 +43,11 @@ def test_patched_libraries_are_bounded_above_and_installed_within_the_bounds() -
 
 
 async def _catches_busy(self: Any, event: Any) -> None:
-    try:
-        await self.stream.send_all(event.data)
-    except (trio.BrokenResourceError, trio.BusyResourceError):  # what a fixed release would do
-        pass
+    async with self.send_lock:
+        try:
+            await self.stream.send_all(event.data)
+        except (trio.BrokenResourceError, trio.BusyResourceError):  # what a fixed release would do
+            pass
 
 
 async def _close_under_lock(self: Any) -> None:
@@ -54,8 +55,17 @@ async def _close_under_lock(self: Any) -> None:
         await self.stream.send_eof()
 
 
+async def _locks_otherwise(self: Any, event: Any) -> None:
+    await self.send_lock.acquire()  # the eager lock's __aenter__ would no longer be what is used
+    try:
+        await self.stream.send_all(event.data)
+    finally:
+        self.send_lock.release()
+
+
 @pytest.mark.parametrize(("attr", "replacement", "guard"), [
     ("protocol_send", _catches_busy, "hypercorn_fix.close_race"),
+    ("protocol_send", _locks_otherwise, "hypercorn_fix.eager_send_lock"),
     ("_close", _close_under_lock, "hypercorn_fix.close_race"),
 ])
 def test_an_upstream_fix_is_reported_by_the_guards_name(monkeypatch: pytest.MonkeyPatch, attr: str,

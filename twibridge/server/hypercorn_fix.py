@@ -58,7 +58,8 @@ byte is read, so floods cannot use up the process's file descriptors (which
 its agent and Redis connections need too).
 
 :func:`install` wraps ``TCPServer.protocol_send``, ``TCPServer._close``, ``TCPServer.run``,
-``WSStream._send_wsproto_event``, ``TaskGroup.spawn_app`` and ``Handshake.accept`` once,
+``WSStream._send_wsproto_event``, ``TaskGroup.spawn_app``, ``Handshake.accept`` and
+``TCPServer.__init__`` once,
 at import of :mod:`twibridge.server.app`.
 ``tests/server/test_hypercorn_fix.py`` drives the race with two tasks on a real
 socket (and checks that unguarded, it raises);
@@ -66,6 +67,14 @@ socket (and checks that unguarded, it raises);
 sends a real oversized message from a peer that never answers the close;
 ``tests/server/test_hypercorn_fix.py`` has the finished app's queue (a backlog
 behind a call's end, from a peer that then hangs up or resets).
+
+**Every write first waits a pass of the run loop.**  ``TCPServer.protocol_send``
+takes the connection's send lock with ``async with``, and a free
+``trio.Lock`` still sends the task to the back of the run queue: every
+message to Twilio waited one pass behind all other calls' work before its
+write (a few ms each under load, issue #16).  The guard gives each
+``TCPServer`` a :class:`twibridge.locks.EagerLock` instead: taken at once
+when free, waited for in turn when held, and the write itself still yields.
 
 **When Hypercorn or quart-trio change.**  ``pyproject.toml`` bounds both
 below the next minor release.  :func:`stale_guards` reads the installed
@@ -88,6 +97,8 @@ from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import TCPServer
 from wsproto.events import CloseConnection
 from wsproto.frame_protocol import CloseReason
+
+from twibridge.locks import EagerLock
 
 _GUARD = "_twibridge_guard"
 
@@ -119,6 +130,7 @@ def install() -> None:
     _wrap_once(TCPServer, "run", _guard_connection_cap)
     _wrap_once(Handshake, "accept", _guard_no_extensions)
     _wrap_once(TaskGroup, "spawn_app", _guard_app_queue)
+    _wrap_once(TCPServer, "__init__", _guard_eager_send_lock)
 
 
 def _wrap_once(owner: type, name: str, guard: Callable[[Any], Any]) -> None:
@@ -214,6 +226,14 @@ def _guard_no_extensions(original: Callable[..., Any]) -> Callable[..., Any]:
     return accept
 
 
+def _guard_eager_send_lock(original: Callable[..., None]) -> Callable[..., None]:
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.send_lock = EagerLock()
+
+    return __init__
+
+
 def _guard_connection_cap(original: Method) -> Method:
     async def run(self: Any) -> None:
         cap: ConnectionCap | None = getattr(self.config, CAP_ATTRIBUTE, None)
@@ -301,6 +321,12 @@ def stale_guards() -> list[str]:
     need(queue, "await self.app_put(self.buffer.to_message())" in _source(WSStream._handle_events)
          and "self.closed" not in _source(WSStream._handle_events),
          "WSStream._handle_events no longer puts every message unconditionally (fixed upstream?)")
+
+    eager = "hypercorn_fix.eager_send_lock (TCPServer.__init__)"
+    need(eager, "async with self.send_lock:" in send_src,
+         "protocol_send no longer takes send_lock with `async with` (the lock's use changed)")
+    need(eager, "send_lock" not in inspect.getsource(tcp_server).replace("self.send_lock", ""),
+         "send_lock is used other than as self.send_lock")
 
     cap = "hypercorn_fix.connection_cap (TCPServer.run)"
     tcp_init = _source(TCPServer.__init__)
