@@ -122,6 +122,8 @@ class TrioClient:
         self.reader = FrameReader()
         self.ending = Ending()
         self.closed_sent = False
+        #: Frames that came in the same read as the 101 (the server may send at once after accepting).
+        self.early: list[tuple[int, bytes]] = []
 
     @classmethod
     async def connect(cls, url: str, signature: str | None = None) -> TrioClient:
@@ -142,7 +144,7 @@ class TrioClient:
             await stream.aclose()
             raise
         client = cls(stream)
-        client.reader.feed(rest)
+        client.early = client.reader.feed(rest)
         return client
 
     async def send(self, frame: bytes) -> bool:
@@ -158,15 +160,9 @@ class TrioClient:
 
     async def read_until_closed(self) -> Ending:
         """Read (and count) frames until the server closes; answer its close frame."""
+        frames, self.early = self.early, []
         while not self.ending.eof:
-            try:
-                data = await self.stream.receive_some(65536)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
-            if not data:
-                self.ending.eof = True
-                break
-            for opcode, payload in self.reader.feed(data):
+            for opcode, payload in frames:
                 if opcode == CLOSE and self.ending.server_code is None:
                     self.ending.server_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
                     self.ending.server_closed_first = not self.closed_sent
@@ -175,6 +171,13 @@ class TrioClient:
                         await self.send(close_frame(self.ending.server_code))
                 elif opcode in (TEXT, BINARY):
                     self.ending.messages += 1
+            try:
+                data = await self.stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                self.ending.eof = True
+            frames = self.reader.feed(data)
         return self.ending
 
     async def close(self, code: int = 1000) -> Ending:

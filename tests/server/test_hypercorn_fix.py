@@ -184,7 +184,7 @@ async def test_messages_after_the_app_finished_never_wedge_the_connection() -> N
             client = await TrioClient.connect(url)
             await client.text(emu.build_connected())
             await client.text('{"event": "nonsense"}')  # before start: the call ends, 1008
-            frames: list[tuple[int, bytes]] = []
+            frames = list(client.early)
             while not any(op == CLOSE for op, _ in frames):
                 data = await client.stream.receive_some(65536)
                 assert data, "the server closed the socket without a close frame"
